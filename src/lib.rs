@@ -1,6 +1,9 @@
 //! amikey: verify, share and publish KMS-encrypted AMIs, as a Packer post-processor and a CLI.
 //!
 //! # Layout
-//! - [`core`]: the pure decide-core (configuration, facts, verification, planning, reports).
+//! - [`core`]: the pure decide-core (configuration, artifact ids, facts, verification, planning,
+//!   reports). No AWS, no I/O.
+//! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
 
 pub mod core;
+pub mod engine;

@@ -1,4 +1,6 @@
 //! The pure domain: plain structs in, findings and plans out. No AWS SDK types, no tokio, no I/O,
 //! no clock (callers pass `now`). Everything here is deterministic and unit-tested without AWS.
 
+pub mod artifact;
 pub mod config;
+pub mod report;
