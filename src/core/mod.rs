@@ -3,4 +3,8 @@
 
 pub mod artifact;
 pub mod config;
+pub mod facts;
+pub mod intent;
+pub mod plan;
 pub mod report;
+pub mod verify;

@@ -31,6 +31,8 @@ pub enum Code {
     KeyWrongRegion,
     /// No intended key is configured for the region.
     NoIntendedKey,
+    /// The intended key does not exist in that region (DescribeKey: NotFound).
+    KeyNotFound,
     /// The AMI is public and `allow_public` is not set.
     AmiPublic,
 }
@@ -49,6 +51,7 @@ impl Code {
             Code::KeyNotEnabled => "KEY_NOT_ENABLED",
             Code::KeyWrongRegion => "KEY_WRONG_REGION",
             Code::NoIntendedKey => "NO_INTENDED_KEY",
+            Code::KeyNotFound => "KEY_NOT_FOUND",
             Code::AmiPublic => "AMI_PUBLIC",
         }
     }

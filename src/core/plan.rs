@@ -1,0 +1,487 @@
+//! `publish`: from the [`Intent`] and the gathered facts to the writes that converge AWS on it.
+//! Only what differs is written; nothing is removed unless `prune`; parameters in publish
+//! accounts come in a later wave than the launch permission that makes the AMI visible there.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::facts::{LaunchPermissions, ParamFacts, RegionFacts};
+use super::intent::Intent;
+use super::report::RegionReport;
+
+/// Tag key and value amikey puts on the parameters it creates.
+pub const MANAGED_TAG: (&str, &str) = ("managed-by", "amikey");
+
+/// Principals of a launch-permission change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Principals {
+    /// Account ids.
+    pub users: Vec<String>,
+    /// Groups (`all`).
+    pub groups: Vec<String>,
+    /// Organization ARNs.
+    pub org_arns: Vec<String>,
+    /// OU ARNs.
+    pub ou_arns: Vec<String>,
+}
+
+impl Principals {
+    /// True when nothing is in it.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+            && self.groups.is_empty()
+            && self.org_arns.is_empty()
+            && self.ou_arns.is_empty()
+    }
+}
+
+/// One write call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "call")]
+pub enum Write {
+    /// ModifyImageAttribute launchPermission.
+    ModifyLaunchPermission {
+        /// AMI.
+        ami_id: String,
+        /// Principals to add.
+        add: Principals,
+        /// Principals to remove (only with prune).
+        remove: Principals,
+    },
+    /// ModifySnapshotAttribute createVolumePermission.
+    ModifyCreateVolumePermission {
+        /// Snapshot.
+        snapshot_id: String,
+        /// Accounts (or `all`) to add.
+        add: Vec<String>,
+        /// Accounts (or `all`) to remove (only with prune).
+        remove: Vec<String>,
+    },
+    /// PutParameter.
+    PutParameter {
+        /// Full name.
+        name: String,
+        /// Value.
+        value: String,
+        /// `String` or `StringList`.
+        param_type: String,
+        /// `aws:ec2:image` or `text`.
+        data_type: String,
+        /// Whether it exists already (Overwrite, no tags) or not (create with the managed tag).
+        overwrite: bool,
+    },
+}
+
+/// One item of desired state and the write that achieves it (None: already as desired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// Region.
+    pub region: String,
+    /// The account it lives in: None for the producer's own, Some for a publish account.
+    pub account: Option<String>,
+    /// `launch_permission`, `create_volume_permission`, `ssm_parameter`.
+    pub kind: &'static str,
+    /// The items, for the report (`ami-… user 1111…`).
+    pub targets: Vec<String>,
+    /// 0: sharing and the producer's parameters; 1: publish accounts' parameters (they need the
+    /// AMI shared first, or AWS refuses an `aws:ec2:image` value the account cannot see).
+    pub wave: u8,
+    /// The write, or None when unchanged.
+    pub write: Option<Write>,
+}
+
+fn diff(
+    have: &BTreeSet<String>,
+    want: &BTreeSet<String>,
+    prune: bool,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let add = want.difference(have).cloned().collect();
+    let keep = want.intersection(have).cloned().collect();
+    let remove = if prune {
+        have.difference(want).cloned().collect()
+    } else {
+        Vec::new()
+    };
+    (add, keep, remove)
+}
+
+/// The parameter values for a verified region: `(suffix, value, type, data type)`.
+pub fn parameter_values(
+    report: &RegionReport,
+) -> Vec<(&'static str, String, &'static str, &'static str)> {
+    let snaps: Vec<&str> = report
+        .snapshots
+        .iter()
+        .map(|s| s.snapshot_id.as_str())
+        .collect();
+    vec![
+        ("image_id", report.ami_id.clone(), "String", "aws:ec2:image"),
+        (
+            "kms_key_arn",
+            report.intended_kms_key_arn.clone().unwrap_or_default(),
+            "String",
+            "text",
+        ),
+        ("snapshot_ids", snaps.join(","), "StringList", "text"),
+    ]
+}
+
+fn param_steps(
+    region: &str,
+    account: Option<&str>,
+    path: &str,
+    report: &RegionReport,
+    facts: &RegionFacts,
+    wave: u8,
+) -> Vec<Step> {
+    let key_account = account.unwrap_or("");
+    parameter_values(report)
+        .into_iter()
+        .map(|(suffix, value, ty, dt)| {
+            let name = format!("{path}/{suffix}");
+            let have: Option<&ParamFacts> = facts
+                .parameters
+                .get(&(key_account.to_string(), name.clone()))
+                .and_then(Option::as_ref);
+            let same =
+                have.is_some_and(|p| p.value == value && p.param_type == ty && p.data_type == dt);
+            let write = (!same).then(|| Write::PutParameter {
+                name: name.clone(),
+                value: value.clone(),
+                param_type: ty.to_string(),
+                data_type: dt.to_string(),
+                overwrite: have.is_some(),
+            });
+            Step {
+                region: region.to_string(),
+                account: account.map(str::to_string),
+                kind: "ssm_parameter",
+                targets: vec![format!("{name} = {value}")],
+                wave,
+                write,
+            }
+        })
+        .collect()
+}
+
+/// Plans one verified, finding-free region.
+pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) -> Vec<Step> {
+    let region = facts.region.as_str();
+    let ami = facts.ami_id.as_str();
+    let mut steps = Vec::new();
+
+    // Launch permissions: one ModifyImageAttribute for all additions, one for removals.
+    let have = facts.launch_permissions.clone().unwrap_or_default();
+    let LaunchPermissions {
+        users,
+        groups,
+        org_arns,
+        ou_arns,
+    } = &have;
+    let want_groups: BTreeSet<String> = if intent.public {
+        ["all".to_string()].into()
+    } else {
+        BTreeSet::new()
+    };
+    let (au, ku, ru) = diff(users, &intent.launch_users, intent.prune);
+    let (ag, kg, rg) = diff(groups, &want_groups, intent.prune);
+    let (ao, ko, ro) = diff(org_arns, &intent.org_arns, intent.prune);
+    let (aou, kou, rou) = diff(ou_arns, &intent.ou_arns, intent.prune);
+    let label = |kind: &str, v: &[String]| {
+        v.iter()
+            .map(|x| format!("{ami} {kind} {x}"))
+            .collect::<Vec<_>>()
+    };
+    let kept: Vec<String> = [
+        label("user", &ku),
+        label("group", &kg),
+        label("org", &ko),
+        label("ou", &kou),
+    ]
+    .concat();
+    if !kept.is_empty() {
+        steps.push(Step {
+            region: region.into(),
+            account: None,
+            kind: "launch_permission",
+            targets: kept,
+            wave: 0,
+            write: None,
+        });
+    }
+    let add = Principals {
+        users: au,
+        groups: ag,
+        org_arns: ao,
+        ou_arns: aou,
+    };
+    let remove = Principals {
+        users: ru,
+        groups: rg,
+        org_arns: ro,
+        ou_arns: rou,
+    };
+    if !add.is_empty() || !remove.is_empty() {
+        let mut targets = [
+            label("user", &add.users),
+            label("group", &add.groups),
+            label("org", &add.org_arns),
+            label("ou", &add.ou_arns),
+        ]
+        .concat();
+        targets.extend(
+            [
+                label("user", &remove.users),
+                label("group", &remove.groups),
+                label("org", &remove.org_arns),
+                label("ou", &remove.ou_arns),
+            ]
+            .concat()
+            .into_iter()
+            .map(|t| format!("remove {t}")),
+        );
+        steps.push(Step {
+            region: region.into(),
+            account: None,
+            kind: "launch_permission",
+            targets,
+            wave: 0,
+            write: Some(Write::ModifyLaunchPermission {
+                ami_id: ami.into(),
+                add,
+                remove,
+            }),
+        });
+    }
+
+    // createVolumePermission, per snapshot.
+    for s in &report.snapshots {
+        let have = facts
+            .snapshot_users
+            .get(&s.snapshot_id)
+            .cloned()
+            .unwrap_or_default();
+        let (add, keep, remove) = diff(&have, &intent.snapshot_users, intent.prune);
+        let sid = &s.snapshot_id;
+        if !keep.is_empty() {
+            steps.push(Step {
+                region: region.into(),
+                account: None,
+                kind: "create_volume_permission",
+                targets: keep.iter().map(|u| format!("{sid} user {u}")).collect(),
+                wave: 0,
+                write: None,
+            });
+        }
+        if !add.is_empty() || !remove.is_empty() {
+            let mut targets: Vec<String> = add.iter().map(|u| format!("{sid} user {u}")).collect();
+            targets.extend(remove.iter().map(|u| format!("remove {sid} user {u}")));
+            steps.push(Step {
+                region: region.into(),
+                account: None,
+                kind: "create_volume_permission",
+                targets,
+                wave: 0,
+                write: Some(Write::ModifyCreateVolumePermission {
+                    snapshot_id: sid.clone(),
+                    add,
+                    remove,
+                }),
+            });
+        }
+    }
+
+    // SSM parameters: the producer's, then each publish account's.
+    if let Some(path) = &intent.ssm_path {
+        steps.extend(param_steps(region, None, path, report, facts, 0));
+        for account in &intent.publish_accounts {
+            steps.extend(param_steps(region, Some(account), path, report, facts, 1));
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::core::artifact::AmiSet;
+    use crate::core::config::Settings;
+    use crate::core::facts::{KeyLookup, ParamFacts};
+    use crate::core::intent;
+    use crate::core::report::SnapshotReport;
+
+    const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn setup(settings: Settings) -> (Intent, RegionFacts, RegionReport) {
+        let amis = AmiSet::parse_artifact("us-east-1:ami-12345678", false).unwrap();
+        let intent = intent::build(
+            &Settings {
+                kms_key_id: Some(KEY.into()),
+                ..settings
+            },
+            &amis,
+        )
+        .unwrap();
+        let facts = RegionFacts {
+            region: "us-east-1".into(),
+            ami_id: "ami-12345678".into(),
+            image: None,
+            snapshots: BTreeMap::new(),
+            keys: BTreeMap::from([(KEY.to_string(), KeyLookup::NotFound)]),
+            intended_key: Some(KEY.into()),
+            launch_permissions: Some(LaunchPermissions::default()),
+            snapshot_users: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+        };
+        let report = RegionReport {
+            region: "us-east-1".into(),
+            ami_id: "ami-12345678".into(),
+            intended_kms_key_arn: Some(KEY.into()),
+            snapshots: vec![SnapshotReport {
+                snapshot_id: "snap-1".into(),
+                device: "/dev/xvda".into(),
+                encrypted: true,
+                kms_key_arn: Some(KEY.into()),
+                kms_key_alias: None,
+            }],
+            findings: vec![],
+        };
+        (intent, facts, report)
+    }
+
+    fn sharing() -> Settings {
+        Settings {
+            ami_users: vec!["222233334444".into()],
+            snapshot_users: vec!["222233334444".into()],
+            ssm_path: Some("/images/base".into()),
+            publish_accounts: vec!["555566667777".into()],
+            publish_role_name: Some("publisher".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_run_writes_everything_in_two_waves() {
+        let (i, f, r) = setup(sharing());
+        let steps = plan_region(&i, &f, &r);
+        let writes: Vec<_> = steps.iter().filter(|s| s.write.is_some()).collect();
+        assert_eq!(writes.len(), 1 + 1 + 3 + 3, "{steps:#?}");
+        let Some(Write::ModifyLaunchPermission { add, .. }) = &writes[0].write else {
+            panic!()
+        };
+        assert_eq!(
+            add.users,
+            ["222233334444", "555566667777"],
+            "publish accounts get launch permission"
+        );
+        assert!(
+            steps
+                .iter()
+                .filter(|s| s.account.is_some())
+                .all(|s| s.wave == 1)
+        );
+        let Some(Write::PutParameter {
+            name,
+            data_type,
+            overwrite,
+            ..
+        }) = &writes[2].write
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (name.as_str(), data_type.as_str(), *overwrite),
+            ("/images/base/image_id", "aws:ec2:image", false)
+        );
+    }
+
+    #[test]
+    fn converged_state_plans_no_write() {
+        let (i, mut f, r) = setup(sharing());
+        f.launch_permissions = Some(LaunchPermissions {
+            users: ["222233334444".to_string(), "555566667777".to_string()].into(),
+            ..Default::default()
+        });
+        f.snapshot_users
+            .insert("snap-1".into(), ["222233334444".to_string()].into());
+        for account in ["", "555566667777"] {
+            for (suffix, value, ty, dt) in parameter_values(&r) {
+                f.parameters.insert(
+                    (account.to_string(), format!("/images/base/{suffix}")),
+                    Some(ParamFacts {
+                        value,
+                        param_type: ty.into(),
+                        data_type: dt.into(),
+                    }),
+                );
+            }
+        }
+        let steps = plan_region(&i, &f, &r);
+        assert!(steps.iter().all(|s| s.write.is_none()), "{steps:#?}");
+        assert_eq!(steps.len(), 1 + 1 + 3 + 3);
+    }
+
+    #[test]
+    fn extra_permissions_are_kept_unless_prune() {
+        let (i, mut f, r) = setup(Settings {
+            ami_users: vec!["222233334444".into()],
+            ..Default::default()
+        });
+        f.launch_permissions = Some(LaunchPermissions {
+            users: ["222233334444".to_string(), "999988887777".to_string()].into(),
+            ..Default::default()
+        });
+        assert!(plan_region(&i, &f, &r).iter().all(|s| s.write.is_none()));
+        let (i, _, _) = setup(Settings {
+            ami_users: vec!["222233334444".into()],
+            prune: true,
+            ..Default::default()
+        });
+        let steps = plan_region(&i, &f, &r);
+        let Some(Write::ModifyLaunchPermission { add, remove, .. }) = &steps
+            .iter()
+            .find_map(|s| s.write.clone())
+            .map(Some)
+            .unwrap()
+        else {
+            panic!("{steps:#?}")
+        };
+        assert!(add.is_empty());
+        assert_eq!(remove.users, ["999988887777"]);
+    }
+
+    #[test]
+    fn changed_parameter_is_overwritten() {
+        let (i, mut f, r) = setup(Settings {
+            ssm_path: Some("/p".into()),
+            ..Default::default()
+        });
+        f.parameters.insert(
+            (String::new(), "/p/image_id".into()),
+            Some(ParamFacts {
+                value: "ami-00000000".into(),
+                param_type: "String".into(),
+                data_type: "aws:ec2:image".into(),
+            }),
+        );
+        let steps = plan_region(&i, &f, &r);
+        let w: Vec<_> = steps.iter().filter_map(|s| s.write.as_ref()).collect();
+        assert!(matches!(
+            w[0],
+            Write::PutParameter {
+                overwrite: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            w[1],
+            Write::PutParameter {
+                overwrite: false,
+                ..
+            }
+        ));
+    }
+}
