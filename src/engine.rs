@@ -1,11 +1,25 @@
 //! The composer of `check` and `publish`: gathers facts from AWS, runs the pure verify and plan
 //! of [`crate::core`], applies the plan. Used by the CLI and by the Packer post-processor alike.
+//!
+//! Order of work: validate input (nothing called on bad input) → gather every region in
+//! parallel → verify → stop here for `check`, or on any finding → gather sharing state →
+//! plan → apply wave 0 (permissions, producer parameters) then wave 1 (publish accounts'
+//! parameters, which need the AMI shared first). A cancel stops before the next write; calls
+//! already in flight finish, so nothing is half-written.
 
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::{Aws, AwsError, AwsOptions, apply, gather};
 use crate::core::artifact::AmiSet;
 use crate::core::config::Settings;
-use crate::core::report::Report;
+use crate::core::facts::RegionFacts;
+use crate::core::intent::{self, Intent};
+use crate::core::plan::{self, Step};
+use crate::core::report::{ActionReport, RegionReport, Report, Status};
+use crate::core::verify;
 
 /// What to do after verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,22 +47,71 @@ pub trait Progress: Send + Sync {
     fn message(&self, msg: &str);
 }
 
+/// Progress that goes nowhere.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn say(&self, _: &str) {}
+    fn message(&self, _: &str) {}
+}
+
 /// Why a run could not produce a report.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// Configuration or input is invalid; nothing was called.
-    #[error("{0}")]
-    Input(String),
-    /// An AWS call failed.
-    #[error("{0}")]
-    Aws(String),
-    /// The run was cancelled.
-    #[error("cancelled: {0}")]
-    Cancelled(String),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Input(Vec<String>),
+    /// AWS calls failed while gathering facts; nothing was written.
+    #[error("could not read the current state, nothing was written:\n  - {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
+    Gather(Vec<AwsError>),
+    /// The run was cancelled before any write.
+    #[error("cancelled before any change was made")]
+    Cancelled,
+}
+
+impl EngineError {
+    /// True for bad input (as opposed to AWS trouble).
+    pub fn is_input(&self) -> bool {
+        matches!(self, EngineError::Input(_))
+    }
+}
+
+fn region_line(r: &RegionReport) -> String {
+    let keys: Vec<String> = r
+        .snapshots
+        .iter()
+        .map(|s| {
+            let k = if !s.encrypted {
+                "unencrypted".to_string()
+            } else {
+                s.kms_key_alias
+                    .clone()
+                    .or_else(|| s.kms_key_arn.clone())
+                    .unwrap_or_else(|| "unknown key".into())
+            };
+            format!("{} {}", s.snapshot_id, k)
+        })
+        .collect();
+    let verdict = if r.findings.is_empty() {
+        "ok".to_string()
+    } else {
+        r.findings
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{} {}: {} [{}]",
+        r.region,
+        r.ami_id,
+        verdict,
+        keys.join("; ")
+    )
 }
 
 /// Runs `check` or `publish` for `amis` with `settings`. Findings are in the report (not an
-/// error); an error means no trustworthy report could be made.
+/// error); failed writes are in the report's actions; an error means no trustworthy report.
 pub async fn run(
     settings: &Settings,
     amis: &AmiSet,
@@ -56,6 +119,180 @@ pub async fn run(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Report, EngineError> {
-    let _ = (settings, amis, opts, progress, cancel);
-    Err(EngineError::Input("engine not implemented yet".into()))
+    let intent = intent::build(settings, amis).map_err(EngineError::Input)?;
+    let first_region = amis.regions().next().unwrap_or("us-east-1").to_string();
+    let aws = Aws::connect(&AwsOptions::from_settings(settings), &first_region).await;
+    run_with(&aws, &intent, opts, progress, cancel).await
+}
+
+/// [`run`] with an existing connection and a validated intent.
+pub async fn run_with(
+    aws: &Aws,
+    intent: &Intent,
+    opts: RunOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Report, EngineError> {
+    let command = match opts.mode {
+        Mode::Check => "check",
+        Mode::Publish => "publish",
+    };
+    let regions: Vec<String> = intent.amis.regions().map(str::to_string).collect();
+    progress.say(&format!(
+        "Checking {} AMI(s) in {}",
+        regions.len(),
+        regions.join(", ")
+    ));
+
+    let gathered = tokio::select! {
+        g = join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))) => g,
+        () = cancel.cancelled() => return Err(EngineError::Cancelled),
+    };
+    let mut facts: Vec<RegionFacts> = Vec::new();
+    let mut errors = Vec::new();
+    for g in gathered {
+        match g {
+            Ok(f) => facts.push(f),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(EngineError::Gather(errors));
+    }
+    let reports: Vec<RegionReport> = facts
+        .iter()
+        .map(|f| verify::verify_region(intent, f))
+        .collect();
+    for r in &reports {
+        progress.message(&region_line(r));
+    }
+    let mut report = Report {
+        command: command.into(),
+        dry_run: opts.dry_run,
+        regions: reports,
+        ..Default::default()
+    };
+    if opts.mode == Mode::Check {
+        return Ok(report);
+    }
+    if !report.findings().is_empty() {
+        progress.say("Findings: nothing shared, nothing published");
+        return Ok(report);
+    }
+
+    // Publish: the accounts to publish in, by assumed role.
+    let role = intent.publish_role_name.clone().unwrap_or_default();
+    let mut publishers = Vec::new();
+    for account in &intent.publish_accounts {
+        let arn = format!("arn:aws:iam::{account}:role/{role}");
+        publishers.push((
+            account.clone(),
+            aws.assume(&arn, Some("amikey-publish"), None).await,
+        ));
+    }
+    let sharing = tokio::select! {
+        g = join_all(facts.iter_mut().zip(&report.regions).map(|(f, r)| gather::gather_sharing(aws, &publishers, intent, r, f))) => g,
+        () = cancel.cancelled() => return Err(EngineError::Cancelled),
+    };
+    let errors: Vec<AwsError> = sharing.into_iter().filter_map(Result::err).collect();
+    if !errors.is_empty() {
+        return Err(EngineError::Gather(errors));
+    }
+    let account = aws
+        .account_id()
+        .await
+        .map_err(|e| EngineError::Gather(vec![e]))?;
+    let steps: Vec<Step> = facts
+        .iter()
+        .zip(&report.regions)
+        .flat_map(|(f, r)| plan::plan_region(intent, f, r))
+        .collect();
+
+    let mut actions: Vec<ActionReport> = Vec::new();
+    let mut record = |s: &Step, status: Status, error: Option<String>| {
+        for t in &s.targets {
+            actions.push(ActionReport {
+                region: s.region.clone(),
+                account: s.account.clone().unwrap_or_else(|| account.clone()),
+                kind: s.kind.to_string(),
+                target: t.clone(),
+                status,
+                error: error.clone(),
+            });
+        }
+    };
+    let pending = steps.iter().filter(|s| s.write.is_some()).count();
+    if opts.dry_run {
+        for s in &steps {
+            record(
+                s,
+                if s.write.is_some() {
+                    Status::Planned
+                } else {
+                    Status::Unchanged
+                },
+                None,
+            );
+        }
+    } else {
+        if pending > 0 {
+            progress.say(&format!("Applying {pending} change(s)"));
+        }
+        let by_account: BTreeMap<&str, &Aws> =
+            publishers.iter().map(|(a, p)| (a.as_str(), p)).collect();
+        let mut failed_regions: BTreeMap<String, String> = BTreeMap::new();
+        for wave in [0u8, 1] {
+            let todo: Vec<&Step> = steps.iter().filter(|s| s.wave == wave).collect();
+            let results = join_all(todo.iter().map(|s| {
+                let skip = failed_regions.get(&s.region).cloned();
+                let who = s
+                    .account
+                    .as_deref()
+                    .and_then(|a| by_account.get(a).copied())
+                    .unwrap_or(aws);
+                async move {
+                    let Some(w) = &s.write else {
+                        return (Status::Unchanged, None);
+                    };
+                    if let Some(why) = skip {
+                        return (Status::Skipped, Some(format!("not attempted: {why}")));
+                    }
+                    if cancel.is_cancelled() {
+                        return (
+                            Status::Skipped,
+                            Some("not attempted: cancelled".to_string()),
+                        );
+                    }
+                    match apply::apply(who, &s.region, w).await {
+                        Ok(()) => (Status::Changed, None),
+                        Err(e) => {
+                            let e = match &s.account {
+                                Some(a) => e.in_account(a),
+                                None => e,
+                            };
+                            (Status::Failed, Some(e.to_string()))
+                        }
+                    }
+                }
+            }))
+            .await;
+            for (s, (status, err)) in todo.iter().zip(results) {
+                if status == Status::Failed {
+                    failed_regions
+                        .entry(s.region.clone())
+                        .or_insert_with(|| format!("an earlier change in {} failed", s.region));
+                }
+                record(s, status, err);
+            }
+        }
+    }
+    actions.sort();
+    report.actions = actions;
+    let c = report.counts();
+    progress.say(&format!(
+        "{} change(s) made, {} already in place",
+        c.get(&Status::Changed).copied().unwrap_or(0),
+        c.get(&Status::Unchanged).copied().unwrap_or(0)
+    ));
+    Ok(report)
 }

@@ -5,5 +5,6 @@
 //!   reports). No AWS, no I/O.
 //! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
 
+pub mod aws;
 pub mod core;
 pub mod engine;

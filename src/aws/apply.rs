@@ -1,0 +1,132 @@
+//! Applies one [`Write`]: exactly one AWS write call, nothing else. Idempotence comes from the
+//! plan (only differing items are written); retries and throttling from the SDK's retry mode.
+
+use aws_sdk_ec2::types::{
+    CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission,
+    LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName,
+};
+use aws_sdk_ssm::types::{ParameterType, Tag};
+
+use super::clients::Aws;
+use super::error::AwsError;
+use crate::core::plan::{MANAGED_TAG, Principals, Write};
+
+fn launch_permissions(p: &Principals) -> Vec<LaunchPermission> {
+    let mut v = Vec::new();
+    v.extend(
+        p.users
+            .iter()
+            .map(|u| LaunchPermission::builder().user_id(u).build()),
+    );
+    v.extend(p.groups.iter().map(|_| {
+        LaunchPermission::builder()
+            .group(PermissionGroup::All)
+            .build()
+    }));
+    v.extend(
+        p.org_arns
+            .iter()
+            .map(|o| LaunchPermission::builder().organization_arn(o).build()),
+    );
+    v.extend(p.ou_arns.iter().map(|o| {
+        LaunchPermission::builder()
+            .organizational_unit_arn(o)
+            .build()
+    }));
+    v
+}
+
+fn volume_permissions(users: &[String]) -> Vec<CreateVolumePermission> {
+    users
+        .iter()
+        .map(|u| {
+            if u == "all" {
+                CreateVolumePermission::builder()
+                    .group(PermissionGroup::All)
+                    .build()
+            } else {
+                CreateVolumePermission::builder().user_id(u).build()
+            }
+        })
+        .collect()
+}
+
+/// Makes the one call of `write` in `region` with `aws`'s identity.
+pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsError> {
+    match write {
+        Write::ModifyLaunchPermission {
+            ami_id,
+            add,
+            remove,
+        } => {
+            let mods = LaunchPermissionModifications::builder()
+                .set_add((!add.is_empty()).then(|| launch_permissions(add)))
+                .set_remove((!remove.is_empty()).then(|| launch_permissions(remove)))
+                .build();
+            aws.ec2(region)
+                .modify_image_attribute()
+                .image_id(ami_id)
+                .launch_permission(mods)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ModifyImageAttribute", region, e))?;
+        }
+        Write::ModifyCreateVolumePermission {
+            snapshot_id,
+            add,
+            remove,
+        } => {
+            let mods = CreateVolumePermissionModifications::builder()
+                .set_add((!add.is_empty()).then(|| volume_permissions(add)))
+                .set_remove((!remove.is_empty()).then(|| volume_permissions(remove)))
+                .build();
+            aws.ec2(region)
+                .modify_snapshot_attribute()
+                .snapshot_id(snapshot_id)
+                .attribute(SnapshotAttributeName::CreateVolumePermission)
+                .create_volume_permission(mods)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ModifySnapshotAttribute", region, e))?;
+        }
+        Write::PutParameter {
+            name,
+            value,
+            param_type,
+            data_type,
+            overwrite,
+        } => {
+            let mut req = aws
+                .ssm(region)
+                .put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(ParameterType::from(param_type.as_str()))
+                .data_type(data_type)
+                .description("Managed by amikey: do not edit by hand");
+            // AWS refuses Overwrite together with Tags: tag on create only.
+            req = if *overwrite {
+                req.overwrite(true)
+            } else {
+                req.tags(
+                    Tag::builder()
+                        .key(MANAGED_TAG.0)
+                        .value(MANAGED_TAG.1)
+                        .build()
+                        .map_err(|e| AwsError {
+                            operation: "PutParameter",
+                            region: region.to_string(),
+                            account: None,
+                            code: None,
+                            message: e.to_string(),
+                            hint: None,
+                        })?,
+                )
+            };
+            req.send()
+                .await
+                .map_err(|e| AwsError::from_sdk("PutParameter", region, e))?;
+        }
+    }
+    Ok(())
+}

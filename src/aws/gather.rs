@@ -1,0 +1,388 @@
+//! Read-only fact gathering for one region: one DescribeImages, one DescribeSnapshots for all of
+//! the AMI's snapshots, one DescribeKey per distinct key (cached), the launch and
+//! create-volume permissions and the SSM parameters, independent reads in parallel.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::{ImageAttributeName, PermissionGroup, SnapshotAttributeName};
+use futures::future::join_all;
+
+use super::clients::Aws;
+use super::error::AwsError;
+use crate::core::facts::{
+    BlockDevice, ImageFacts, KeyFacts, KeyLookup, KeyManager, LaunchPermissions, ParamFacts,
+    RegionFacts, SnapshotFacts,
+};
+use crate::core::intent::Intent;
+use crate::core::plan::parameter_values;
+use crate::core::report::RegionReport;
+
+/// DescribeImages for one AMI; None when it does not exist (or is not visible).
+pub async fn describe_image(
+    aws: &Aws,
+    region: &str,
+    ami: &str,
+) -> Result<Option<ImageFacts>, AwsError> {
+    let out = match aws
+        .ec2(region)
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribeImages", region, e);
+            if err.is_not_found() || err.code.as_deref() == Some("InvalidAMIID.Malformed") {
+                return Ok(None);
+            }
+            return Err(err);
+        }
+    };
+    Ok(out
+        .images()
+        .iter()
+        .find(|i| i.image_id() == Some(ami))
+        .map(|i| ImageFacts {
+            ami_id: ami.to_string(),
+            state: i
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            owner: i.owner_id().map(str::to_string),
+            public: i.public().unwrap_or(false),
+            block_devices: i
+                .block_device_mappings()
+                .iter()
+                .map(|b| BlockDevice {
+                    device_name: b.device_name().unwrap_or("?").to_string(),
+                    snapshot_id: b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string),
+                })
+                .collect(),
+        }))
+}
+
+/// DescribeSnapshots for several ids at once; ids that do not exist are left out.
+pub async fn describe_snapshots(
+    aws: &Aws,
+    region: &str,
+    ids: &[String],
+) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let ec2 = aws.ec2(region);
+    let convert = |s: &aws_sdk_ec2::types::Snapshot| {
+        s.snapshot_id().map(|id| {
+            (
+                id.to_string(),
+                SnapshotFacts {
+                    snapshot_id: id.to_string(),
+                    encrypted: s.encrypted().unwrap_or(false),
+                    kms_key_id: s.kms_key_id().map(str::to_string),
+                },
+            )
+        })
+    };
+    match ec2
+        .describe_snapshots()
+        .set_snapshot_ids(Some(ids.to_vec()))
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.snapshots().iter().filter_map(convert).collect()),
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribeSnapshots", region, e);
+            if !err.is_not_found() {
+                return Err(err);
+            }
+            // One id is gone: ask one by one so the others are still checked.
+            let mut found = BTreeMap::new();
+            for id in ids {
+                match ec2.describe_snapshots().snapshot_ids(id).send().await {
+                    Ok(out) => found.extend(out.snapshots().iter().filter_map(convert)),
+                    Err(e) => {
+                        let err = AwsError::from_sdk("DescribeSnapshots", region, e);
+                        if !err.is_not_found() {
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+            Ok(found)
+        }
+    }
+}
+
+/// DescribeKey of a key reference in a region (and ListAliases when `with_alias`).
+pub async fn describe_key(
+    aws: &Aws,
+    region: &str,
+    reference: &str,
+    with_alias: bool,
+) -> Result<KeyLookup, AwsError> {
+    let kms = aws.kms(region);
+    let out = match kms.describe_key().key_id(reference).send().await {
+        Ok(o) => o,
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribeKey", region, e);
+            if err.is_not_found() {
+                return Ok(KeyLookup::NotFound);
+            }
+            if err.is_access_denied() {
+                return Ok(KeyLookup::AccessDenied(err.message));
+            }
+            return Err(err);
+        }
+    };
+    let Some(m) = out.key_metadata() else {
+        return Ok(KeyLookup::NotFound);
+    };
+    let mut alias = reference
+        .strip_prefix("alias/")
+        .map(|_| reference.to_string());
+    if alias.is_none() {
+        alias = reference
+            .rsplit_once(":alias/")
+            .map(|(_, n)| format!("alias/{n}"));
+    }
+    let manager = match m.key_manager().map(|k| k.as_str()) {
+        Some("AWS") => KeyManager::Aws,
+        _ => KeyManager::Customer,
+    };
+    if alias.is_none() && with_alias {
+        if let Ok(a) = kms.list_aliases().key_id(m.key_id()).send().await {
+            alias = a
+                .aliases()
+                .iter()
+                .filter_map(|a| a.alias_name())
+                .min()
+                .map(str::to_string);
+        }
+    }
+    Ok(KeyLookup::Found(KeyFacts {
+        arn: m.arn().unwrap_or(m.key_id()).to_string(),
+        key_id: m.key_id().to_string(),
+        manager,
+        state: m
+            .key_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "Unknown".into()),
+        alias,
+        multi_region: m.multi_region().unwrap_or(false),
+    }))
+}
+
+async fn launch_permissions(
+    aws: &Aws,
+    region: &str,
+    ami: &str,
+) -> Result<LaunchPermissions, AwsError> {
+    let out = aws
+        .ec2(region)
+        .describe_image_attribute()
+        .image_id(ami)
+        .attribute(ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeImageAttribute", region, e))?;
+    let mut lp = LaunchPermissions::default();
+    for p in out.launch_permissions() {
+        if let Some(u) = p.user_id() {
+            lp.users.insert(u.to_string());
+        }
+        if let Some(g) = p.group() {
+            lp.groups.insert(g.as_str().to_string());
+        }
+        if let Some(o) = p.organization_arn() {
+            lp.org_arns.insert(o.to_string());
+        }
+        if let Some(o) = p.organizational_unit_arn() {
+            lp.ou_arns.insert(o.to_string());
+        }
+    }
+    Ok(lp)
+}
+
+async fn snapshot_users(
+    aws: &Aws,
+    region: &str,
+    snapshot: &str,
+) -> Result<BTreeSet<String>, AwsError> {
+    let out = aws
+        .ec2(region)
+        .describe_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeSnapshotAttribute", region, e))?;
+    Ok(out
+        .create_volume_permissions()
+        .iter()
+        .filter_map(|p| {
+            p.user_id()
+                .map(str::to_string)
+                .or_else(|| (p.group() == Some(&PermissionGroup::All)).then(|| "all".to_string()))
+        })
+        .collect())
+}
+
+/// GetParameters for `names` (at most 10 per call, as the API allows).
+pub async fn get_parameters(
+    aws: &Aws,
+    region: &str,
+    names: &[String],
+) -> Result<BTreeMap<String, ParamFacts>, AwsError> {
+    let ssm = aws.ssm(region);
+    let mut found = BTreeMap::new();
+    for chunk in names.chunks(10) {
+        let out = ssm
+            .get_parameters()
+            .set_names(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetParameters", region, e))?;
+        for p in out.parameters() {
+            if let (Some(n), Some(v)) = (p.name(), p.value()) {
+                found.insert(
+                    n.to_string(),
+                    ParamFacts {
+                        value: v.to_string(),
+                        param_type: p
+                            .r#type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_else(|| "String".into()),
+                        data_type: p.data_type().unwrap_or("text").to_string(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Stage 1 (enough for `check`): image, snapshots, keys.
+pub async fn gather_region(
+    aws: &Aws,
+    intent: &Intent,
+    region: &str,
+) -> Result<RegionFacts, AwsError> {
+    let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
+    let intended_key = intent.keys.get(region).cloned().flatten();
+    let (image, intended) = tokio::join!(describe_image(aws, region, &ami), async {
+        match &intended_key {
+            Some(k) => describe_key(aws, region, k, false).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    let image = image?;
+    let mut keys = BTreeMap::new();
+    if let (Some(k), Some(l)) = (&intended_key, intended?) {
+        if let KeyLookup::Found(f) = &l {
+            keys.insert(f.arn.clone(), l.clone());
+        }
+        keys.insert(k.clone(), l);
+    }
+    let snap_ids: Vec<String> = image
+        .as_ref()
+        .map(|i| {
+            let mut v: Vec<String> = i
+                .block_devices
+                .iter()
+                .filter_map(|b| b.snapshot_id.clone())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        })
+        .unwrap_or_default();
+    let snapshots = describe_snapshots(aws, region, &snap_ids).await?;
+    // One DescribeKey per distinct snapshot key not already known (the intended key's ARN is).
+    let unknown: BTreeSet<String> = snapshots
+        .values()
+        .filter_map(|s| s.kms_key_id.clone())
+        .filter(|k| !keys.contains_key(k))
+        .collect();
+    let looked = join_all(unknown.iter().map(|k| describe_key(aws, region, k, true))).await;
+    for (k, l) in unknown.into_iter().zip(looked) {
+        keys.insert(k, l?);
+    }
+    Ok(RegionFacts {
+        region: region.to_string(),
+        ami_id: ami,
+        image,
+        snapshots,
+        keys,
+        intended_key,
+        launch_permissions: None,
+        snapshot_users: BTreeMap::new(),
+        parameters: BTreeMap::new(),
+    })
+}
+
+/// Stage 2 (for `publish`, after a clean verify): current permissions and parameters, in the
+/// producer account and (through `publishers`) in each publish account.
+pub async fn gather_sharing(
+    aws: &Aws,
+    publishers: &[(String, Aws)],
+    intent: &Intent,
+    report: &RegionReport,
+    facts: &mut RegionFacts,
+) -> Result<(), AwsError> {
+    let region = facts.region.clone();
+    let ami = facts.ami_id.clone();
+    let names: Vec<String> = match &intent.ssm_path {
+        Some(p) => parameter_values(report)
+            .iter()
+            .map(|(s, ..)| format!("{p}/{s}"))
+            .collect(),
+        None => Vec::new(),
+    };
+    let snaps: Vec<String> = report
+        .snapshots
+        .iter()
+        .map(|s| s.snapshot_id.clone())
+        .collect();
+    let (lp, users, own, others) = tokio::join!(
+        launch_permissions(aws, &region, &ami),
+        join_all(snaps.iter().map(|s| snapshot_users(aws, &region, s))),
+        async {
+            if names.is_empty() {
+                Ok(BTreeMap::new())
+            } else {
+                get_parameters(aws, &region, &names).await
+            }
+        },
+        join_all(publishers.iter().map(|(account, p)| {
+            let (names, region) = (&names, &region);
+            async move {
+                if names.is_empty() {
+                    return Ok(BTreeMap::new());
+                }
+                get_parameters(p, region, names)
+                    .await
+                    .map_err(|e| e.in_account(account))
+            }
+        })),
+    );
+    facts.launch_permissions = Some(lp?);
+    for (s, u) in snaps.into_iter().zip(users) {
+        facts.snapshot_users.insert(s, u?);
+    }
+    let own = own?;
+    for n in &names {
+        facts
+            .parameters
+            .insert((String::new(), n.clone()), own.get(n).cloned());
+    }
+    for ((account, _), found) in publishers.iter().zip(others) {
+        let found = found?;
+        for n in &names {
+            facts
+                .parameters
+                .insert((account.clone(), n.clone()), found.get(n).cloned());
+        }
+    }
+    Ok(())
+}
