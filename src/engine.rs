@@ -95,19 +95,9 @@ fn region_line(r: &RegionReport) -> String {
     let verdict = if r.findings.is_empty() {
         "ok".to_string()
     } else {
-        r.findings
-            .iter()
-            .map(|f| f.code.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        r.findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>().join(", ")
     };
-    format!(
-        "{} {}: {} [{}]",
-        r.region,
-        r.ami_id,
-        verdict,
-        keys.join("; ")
-    )
+    format!("{} {}: {} [{}]", r.region, r.ami_id, verdict, keys.join("; "))
 }
 
 /// Runs `check` or `publish` for `amis` with `settings`. Findings are in the report (not an
@@ -138,11 +128,7 @@ pub async fn run_with(
         Mode::Publish => "publish",
     };
     let regions: Vec<String> = intent.amis.regions().map(str::to_string).collect();
-    progress.say(&format!(
-        "Checking {} AMI(s) in {}",
-        regions.len(),
-        regions.join(", ")
-    ));
+    progress.say(&format!("Checking {} AMI(s) in {}", regions.len(), regions.join(", ")));
 
     let gathered = tokio::select! {
         g = join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))) => g,
@@ -159,19 +145,12 @@ pub async fn run_with(
     if !errors.is_empty() {
         return Err(EngineError::Gather(errors));
     }
-    let reports: Vec<RegionReport> = facts
-        .iter()
-        .map(|f| verify::verify_region(intent, f))
-        .collect();
+    let reports: Vec<RegionReport> = facts.iter().map(|f| verify::verify_region(intent, f)).collect();
     for r in &reports {
         progress.message(&region_line(r));
     }
-    let mut report = Report {
-        command: command.into(),
-        dry_run: opts.dry_run,
-        regions: reports,
-        ..Default::default()
-    };
+    let mut report =
+        Report { command: command.into(), dry_run: opts.dry_run, regions: reports, ..Default::default() };
     if opts.mode == Mode::Check {
         return Ok(report);
     }
@@ -185,10 +164,7 @@ pub async fn run_with(
     let mut publishers = Vec::new();
     for account in &intent.publish_accounts {
         let arn = format!("arn:aws:iam::{account}:role/{role}");
-        publishers.push((
-            account.clone(),
-            aws.assume(&arn, Some("amikey-publish"), None).await,
-        ));
+        publishers.push((account.clone(), aws.assume(&arn, Some("amikey-publish"), None).await));
     }
     let sharing = tokio::select! {
         g = join_all(facts.iter_mut().zip(&report.regions).map(|(f, r)| gather::gather_sharing(aws, &publishers, intent, r, f))) => g,
@@ -198,15 +174,9 @@ pub async fn run_with(
     if !errors.is_empty() {
         return Err(EngineError::Gather(errors));
     }
-    let account = aws
-        .account_id()
-        .await
-        .map_err(|e| EngineError::Gather(vec![e]))?;
-    let steps: Vec<Step> = facts
-        .iter()
-        .zip(&report.regions)
-        .flat_map(|(f, r)| plan::plan_region(intent, f, r))
-        .collect();
+    let account = aws.account_id().await.map_err(|e| EngineError::Gather(vec![e]))?;
+    let steps: Vec<Step> =
+        facts.iter().zip(&report.regions).flat_map(|(f, r)| plan::plan_region(intent, f, r)).collect();
 
     let mut actions: Vec<ActionReport> = Vec::new();
     let mut record = |s: &Step, status: Status, error: Option<String>| {
@@ -224,32 +194,19 @@ pub async fn run_with(
     let pending = steps.iter().filter(|s| s.write.is_some()).count();
     if opts.dry_run {
         for s in &steps {
-            record(
-                s,
-                if s.write.is_some() {
-                    Status::Planned
-                } else {
-                    Status::Unchanged
-                },
-                None,
-            );
+            record(s, if s.write.is_some() { Status::Planned } else { Status::Unchanged }, None);
         }
     } else {
         if pending > 0 {
             progress.say(&format!("Applying {pending} change(s)"));
         }
-        let by_account: BTreeMap<&str, &Aws> =
-            publishers.iter().map(|(a, p)| (a.as_str(), p)).collect();
+        let by_account: BTreeMap<&str, &Aws> = publishers.iter().map(|(a, p)| (a.as_str(), p)).collect();
         let mut failed_regions: BTreeMap<String, String> = BTreeMap::new();
         for wave in [0u8, 1] {
             let todo: Vec<&Step> = steps.iter().filter(|s| s.wave == wave).collect();
             let results = join_all(todo.iter().map(|s| {
                 let skip = failed_regions.get(&s.region).cloned();
-                let who = s
-                    .account
-                    .as_deref()
-                    .and_then(|a| by_account.get(a).copied())
-                    .unwrap_or(aws);
+                let who = s.account.as_deref().and_then(|a| by_account.get(a).copied()).unwrap_or(aws);
                 async move {
                     let Some(w) = &s.write else {
                         return (Status::Unchanged, None);
@@ -258,10 +215,7 @@ pub async fn run_with(
                         return (Status::Skipped, Some(format!("not attempted: {why}")));
                     }
                     if cancel.is_cancelled() {
-                        return (
-                            Status::Skipped,
-                            Some("not attempted: cancelled".to_string()),
-                        );
+                        return (Status::Skipped, Some("not attempted: cancelled".to_string()));
                     }
                     match apply::apply(who, &s.region, w).await {
                         Ok(()) => (Status::Changed, None),

@@ -6,5 +6,6 @@
 //! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
 
 pub mod aws;
+pub mod cli;
 pub mod core;
 pub mod engine;

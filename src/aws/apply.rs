@@ -13,26 +13,10 @@ use crate::core::plan::{MANAGED_TAG, Principals, Write};
 
 fn launch_permissions(p: &Principals) -> Vec<LaunchPermission> {
     let mut v = Vec::new();
-    v.extend(
-        p.users
-            .iter()
-            .map(|u| LaunchPermission::builder().user_id(u).build()),
-    );
-    v.extend(p.groups.iter().map(|_| {
-        LaunchPermission::builder()
-            .group(PermissionGroup::All)
-            .build()
-    }));
-    v.extend(
-        p.org_arns
-            .iter()
-            .map(|o| LaunchPermission::builder().organization_arn(o).build()),
-    );
-    v.extend(p.ou_arns.iter().map(|o| {
-        LaunchPermission::builder()
-            .organizational_unit_arn(o)
-            .build()
-    }));
+    v.extend(p.users.iter().map(|u| LaunchPermission::builder().user_id(u).build()));
+    v.extend(p.groups.iter().map(|_| LaunchPermission::builder().group(PermissionGroup::All).build()));
+    v.extend(p.org_arns.iter().map(|o| LaunchPermission::builder().organization_arn(o).build()));
+    v.extend(p.ou_arns.iter().map(|o| LaunchPermission::builder().organizational_unit_arn(o).build()));
     v
 }
 
@@ -41,9 +25,7 @@ fn volume_permissions(users: &[String]) -> Vec<CreateVolumePermission> {
         .iter()
         .map(|u| {
             if u == "all" {
-                CreateVolumePermission::builder()
-                    .group(PermissionGroup::All)
-                    .build()
+                CreateVolumePermission::builder().group(PermissionGroup::All).build()
             } else {
                 CreateVolumePermission::builder().user_id(u).build()
             }
@@ -54,11 +36,7 @@ fn volume_permissions(users: &[String]) -> Vec<CreateVolumePermission> {
 /// Makes the one call of `write` in `region` with `aws`'s identity.
 pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsError> {
     match write {
-        Write::ModifyLaunchPermission {
-            ami_id,
-            add,
-            remove,
-        } => {
+        Write::ModifyLaunchPermission { ami_id, add, remove } => {
             let mods = LaunchPermissionModifications::builder()
                 .set_add((!add.is_empty()).then(|| launch_permissions(add)))
                 .set_remove((!remove.is_empty()).then(|| launch_permissions(remove)))
@@ -71,11 +49,7 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
                 .await
                 .map_err(|e| AwsError::from_sdk("ModifyImageAttribute", region, e))?;
         }
-        Write::ModifyCreateVolumePermission {
-            snapshot_id,
-            add,
-            remove,
-        } => {
+        Write::ModifyCreateVolumePermission { snapshot_id, add, remove } => {
             let mods = CreateVolumePermissionModifications::builder()
                 .set_add((!add.is_empty()).then(|| volume_permissions(add)))
                 .set_remove((!remove.is_empty()).then(|| volume_permissions(remove)))
@@ -89,13 +63,7 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
                 .await
                 .map_err(|e| AwsError::from_sdk("ModifySnapshotAttribute", region, e))?;
         }
-        Write::PutParameter {
-            name,
-            value,
-            param_type,
-            data_type,
-            overwrite,
-        } => {
+        Write::PutParameter { name, value, param_type, data_type, overwrite } => {
             let mut req = aws
                 .ssm(region)
                 .put_parameter()
@@ -108,24 +76,18 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
             req = if *overwrite {
                 req.overwrite(true)
             } else {
-                req.tags(
-                    Tag::builder()
-                        .key(MANAGED_TAG.0)
-                        .value(MANAGED_TAG.1)
-                        .build()
-                        .map_err(|e| AwsError {
-                            operation: "PutParameter",
-                            region: region.to_string(),
-                            account: None,
-                            code: None,
-                            message: e.to_string(),
-                            hint: None,
-                        })?,
-                )
+                req.tags(Tag::builder().key(MANAGED_TAG.0).value(MANAGED_TAG.1).build().map_err(|e| {
+                    AwsError {
+                        operation: "PutParameter",
+                        region: region.to_string(),
+                        account: None,
+                        code: None,
+                        message: e.to_string(),
+                        hint: None,
+                    }
+                })?)
             };
-            req.send()
-                .await
-                .map_err(|e| AwsError::from_sdk("PutParameter", region, e))?;
+            req.send().await.map_err(|e| AwsError::from_sdk("PutParameter", region, e))?;
         }
     }
     Ok(())

@@ -63,13 +63,53 @@ pub struct Aws {
     base: SdkConfig,
     /// The region STS and global calls use.
     pub home_region: String,
+    /// Who this identity is, for the call log (`producer` or the assumed account).
+    who: String,
+}
+
+/// Appends one JSON line per AWS call (service, operation, region, identity, outcome) to the
+/// file named by `AMIKEY_CALL_LOG`. Tests use it to count calls (a re-run must make no write)
+/// and to keep the README's IAM policy equal to the calls actually made.
+#[derive(Debug, Clone)]
+struct CallLog {
+    path: std::path::PathBuf,
+    region: String,
+    who: String,
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "amikey-call-log"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::io::Write as _;
+        let Some(meta) = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>() else {
+            return Ok(());
+        };
+        let ok = matches!(context.output_or_error(), Some(Ok(_)));
+        let line = serde_json::json!({
+            "service": meta.service(),
+            "operation": meta.name(),
+            "region": self.region,
+            "who": self.who,
+            "ok": ok,
+        });
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
+            let _ = writeln!(f, "{line}");
+        }
+        Ok(())
+    }
 }
 
 fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 impl Aws {
@@ -106,33 +146,19 @@ impl Aws {
         }
         let mut base = loader.load().await;
         if base.region().is_none() {
-            base = base
-                .into_builder()
-                .region(Region::new(fallback_region.to_string()))
-                .build();
+            base = base.into_builder().region(Region::new(fallback_region.to_string())).build();
         }
-        let home_region = base
-            .region()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| fallback_region.to_string());
-        let aws = Aws { base, home_region };
+        let home_region = base.region().map(|r| r.to_string()).unwrap_or_else(|| fallback_region.to_string());
+        let aws = Aws { base, home_region, who: "producer".into() };
         match &opts.assume_role {
-            Some((arn, session, external)) => {
-                aws.assume(arn, session.as_deref(), external.as_deref())
-                    .await
-            }
+            Some((arn, session, external)) => aws.assume(arn, session.as_deref(), external.as_deref()).await,
             None => aws,
         }
     }
 
     /// A connection for the identity of `role_arn`, assumed from this one (credentials are
     /// fetched on first use and refreshed by the SDK).
-    pub async fn assume(
-        &self,
-        role_arn: &str,
-        session_name: Option<&str>,
-        external_id: Option<&str>,
-    ) -> Aws {
+    pub async fn assume(&self, role_arn: &str, session_name: Option<&str>, external_id: Option<&str>) -> Aws {
         let mut b = AssumeRoleProvider::builder(role_arn)
             .session_name(session_name.unwrap_or("amikey"))
             .region(Region::new(self.home_region.clone()))
@@ -147,46 +173,50 @@ impl Aws {
             .into_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
-        Aws {
-            base,
-            home_region: self.home_region.clone(),
-        }
+        let who = crate::core::facts::arn_account(role_arn).unwrap_or(role_arn).to_string();
+        Aws { base, home_region: self.home_region.clone(), who }
+    }
+
+    fn call_log(&self, region: &str) -> Option<CallLog> {
+        let path = std::env::var_os("AMIKEY_CALL_LOG")?;
+        Some(CallLog { path: path.into(), region: region.to_string(), who: self.who.clone() })
     }
 
     /// EC2 in `region`.
     pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
-        aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&self.base)
-                .region(Region::new(region.to_string()))
-                .build(),
-        )
+        let mut b = aws_sdk_ec2::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        if let Some(l) = self.call_log(region) {
+            b = b.interceptor(l);
+        }
+        aws_sdk_ec2::Client::from_conf(b.build())
     }
 
     /// KMS in `region`.
     pub fn kms(&self, region: &str) -> aws_sdk_kms::Client {
-        aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::config::Builder::from(&self.base)
-                .region(Region::new(region.to_string()))
-                .build(),
-        )
+        let mut b = aws_sdk_kms::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        if let Some(l) = self.call_log(region) {
+            b = b.interceptor(l);
+        }
+        aws_sdk_kms::Client::from_conf(b.build())
     }
 
     /// SSM in `region`.
     pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
-        aws_sdk_ssm::Client::from_conf(
-            aws_sdk_ssm::config::Builder::from(&self.base)
-                .region(Region::new(region.to_string()))
-                .build(),
-        )
+        let mut b = aws_sdk_ssm::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+        if let Some(l) = self.call_log(region) {
+            b = b.interceptor(l);
+        }
+        aws_sdk_ssm::Client::from_conf(b.build())
     }
 
     /// The account id of this identity (STS GetCallerIdentity).
     pub async fn account_id(&self) -> Result<String, AwsError> {
-        let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&self.base)
-                .region(Region::new(self.home_region.clone()))
-                .build(),
-        );
+        let mut b =
+            aws_sdk_sts::config::Builder::from(&self.base).region(Region::new(self.home_region.clone()));
+        if let Some(l) = self.call_log(&self.home_region) {
+            b = b.interceptor(l);
+        }
+        let sts = aws_sdk_sts::Client::from_conf(b.build());
         let out = sts
             .get_caller_identity()
             .send()

@@ -32,10 +32,7 @@ impl AwsError {
         let code = err.code().map(str::to_string);
         let message = match (&err, err.message()) {
             (SdkError::ServiceError(_), Some(m)) => m.to_string(),
-            _ => format!(
-                "{}",
-                aws_smithy_types::error::display::DisplayErrorContext(&err)
-            ),
+            _ => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
         };
         let hint = match code.as_deref() {
             Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => Some(format!(
@@ -56,14 +53,7 @@ impl AwsError {
             },
             _ => None,
         };
-        AwsError {
-            operation,
-            region: region.to_string(),
-            account: None,
-            code,
-            message,
-            hint,
-        }
+        AwsError { operation, region: region.to_string(), account: None, code, message, hint }
     }
 
     /// The same error, attributed to an account.
@@ -75,9 +65,9 @@ impl AwsError {
     /// True when the service said the thing does not exist (`*.NotFound`, `NotFoundException`,
     /// `ParameterNotFound`).
     pub fn is_not_found(&self) -> bool {
-        self.code.as_deref().is_some_and(|c| {
-            c.ends_with("NotFound") || c == "NotFoundException" || c == "ParameterNotFound"
-        })
+        self.code
+            .as_deref()
+            .is_some_and(|c| c.ends_with("NotFound") || c == "NotFoundException" || c == "ParameterNotFound")
     }
 
     /// True for an access-denied answer.

@@ -10,26 +10,16 @@ use futures::future::join_all;
 use super::clients::Aws;
 use super::error::AwsError;
 use crate::core::facts::{
-    BlockDevice, ImageFacts, KeyFacts, KeyLookup, KeyManager, LaunchPermissions, ParamFacts,
-    RegionFacts, SnapshotFacts,
+    BlockDevice, ImageFacts, KeyFacts, KeyLookup, KeyManager, LaunchPermissions, ParamFacts, RegionFacts,
+    SnapshotFacts,
 };
 use crate::core::intent::Intent;
 use crate::core::plan::parameter_values;
 use crate::core::report::RegionReport;
 
 /// DescribeImages for one AMI; None when it does not exist (or is not visible).
-pub async fn describe_image(
-    aws: &Aws,
-    region: &str,
-    ami: &str,
-) -> Result<Option<ImageFacts>, AwsError> {
-    let out = match aws
-        .ec2(region)
-        .describe_images()
-        .image_ids(ami)
-        .send()
-        .await
-    {
+pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option<ImageFacts>, AwsError> {
+    let out = match aws.ec2(region).describe_images().image_ids(ami).send().await {
         Ok(o) => o,
         Err(e) => {
             let err = AwsError::from_sdk("DescribeImages", region, e);
@@ -39,27 +29,20 @@ pub async fn describe_image(
             return Err(err);
         }
     };
-    Ok(out
-        .images()
-        .iter()
-        .find(|i| i.image_id() == Some(ami))
-        .map(|i| ImageFacts {
-            ami_id: ami.to_string(),
-            state: i
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "unknown".into()),
-            owner: i.owner_id().map(str::to_string),
-            public: i.public().unwrap_or(false),
-            block_devices: i
-                .block_device_mappings()
-                .iter()
-                .map(|b| BlockDevice {
-                    device_name: b.device_name().unwrap_or("?").to_string(),
-                    snapshot_id: b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string),
-                })
-                .collect(),
-        }))
+    Ok(out.images().iter().find(|i| i.image_id() == Some(ami)).map(|i| ImageFacts {
+        ami_id: ami.to_string(),
+        state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
+        owner: i.owner_id().map(str::to_string),
+        public: i.public().unwrap_or(false),
+        block_devices: i
+            .block_device_mappings()
+            .iter()
+            .map(|b| BlockDevice {
+                device_name: b.device_name().unwrap_or("?").to_string(),
+                snapshot_id: b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string),
+            })
+            .collect(),
+    }))
 }
 
 /// DescribeSnapshots for several ids at once; ids that do not exist are left out.
@@ -84,12 +67,7 @@ pub async fn describe_snapshots(
             )
         })
     };
-    match ec2
-        .describe_snapshots()
-        .set_snapshot_ids(Some(ids.to_vec()))
-        .send()
-        .await
-    {
+    match ec2.describe_snapshots().set_snapshot_ids(Some(ids.to_vec())).send().await {
         Ok(out) => Ok(out.snapshots().iter().filter_map(convert).collect()),
         Err(e) => {
             let err = AwsError::from_sdk("DescribeSnapshots", region, e);
@@ -138,13 +116,9 @@ pub async fn describe_key(
     let Some(m) = out.key_metadata() else {
         return Ok(KeyLookup::NotFound);
     };
-    let mut alias = reference
-        .strip_prefix("alias/")
-        .map(|_| reference.to_string());
+    let mut alias = reference.strip_prefix("alias/").map(|_| reference.to_string());
     if alias.is_none() {
-        alias = reference
-            .rsplit_once(":alias/")
-            .map(|(_, n)| format!("alias/{n}"));
+        alias = reference.rsplit_once(":alias/").map(|(_, n)| format!("alias/{n}"));
     }
     let manager = match m.key_manager().map(|k| k.as_str()) {
         Some("AWS") => KeyManager::Aws,
@@ -152,32 +126,20 @@ pub async fn describe_key(
     };
     if alias.is_none() && with_alias {
         if let Ok(a) = kms.list_aliases().key_id(m.key_id()).send().await {
-            alias = a
-                .aliases()
-                .iter()
-                .filter_map(|a| a.alias_name())
-                .min()
-                .map(str::to_string);
+            alias = a.aliases().iter().filter_map(|a| a.alias_name()).min().map(str::to_string);
         }
     }
     Ok(KeyLookup::Found(KeyFacts {
         arn: m.arn().unwrap_or(m.key_id()).to_string(),
         key_id: m.key_id().to_string(),
         manager,
-        state: m
-            .key_state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|| "Unknown".into()),
+        state: m.key_state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "Unknown".into()),
         alias,
         multi_region: m.multi_region().unwrap_or(false),
     }))
 }
 
-async fn launch_permissions(
-    aws: &Aws,
-    region: &str,
-    ami: &str,
-) -> Result<LaunchPermissions, AwsError> {
+async fn launch_permissions(aws: &Aws, region: &str, ami: &str) -> Result<LaunchPermissions, AwsError> {
     let out = aws
         .ec2(region)
         .describe_image_attribute()
@@ -204,11 +166,7 @@ async fn launch_permissions(
     Ok(lp)
 }
 
-async fn snapshot_users(
-    aws: &Aws,
-    region: &str,
-    snapshot: &str,
-) -> Result<BTreeSet<String>, AwsError> {
+async fn snapshot_users(aws: &Aws, region: &str, snapshot: &str) -> Result<BTreeSet<String>, AwsError> {
     let out = aws
         .ec2(region)
         .describe_snapshot_attribute()
@@ -263,11 +221,7 @@ pub async fn get_parameters(
 }
 
 /// Stage 1 (enough for `check`): image, snapshots, keys.
-pub async fn gather_region(
-    aws: &Aws,
-    intent: &Intent,
-    region: &str,
-) -> Result<RegionFacts, AwsError> {
+pub async fn gather_region(aws: &Aws, intent: &Intent, region: &str) -> Result<RegionFacts, AwsError> {
     let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
     let intended_key = intent.keys.get(region).cloned().flatten();
     let (image, intended) = tokio::join!(describe_image(aws, region, &ami), async {
@@ -287,11 +241,7 @@ pub async fn gather_region(
     let snap_ids: Vec<String> = image
         .as_ref()
         .map(|i| {
-            let mut v: Vec<String> = i
-                .block_devices
-                .iter()
-                .filter_map(|b| b.snapshot_id.clone())
-                .collect();
+            let mut v: Vec<String> = i.block_devices.iter().filter_map(|b| b.snapshot_id.clone()).collect();
             v.sort();
             v.dedup();
             v
@@ -299,11 +249,8 @@ pub async fn gather_region(
         .unwrap_or_default();
     let snapshots = describe_snapshots(aws, region, &snap_ids).await?;
     // One DescribeKey per distinct snapshot key not already known (the intended key's ARN is).
-    let unknown: BTreeSet<String> = snapshots
-        .values()
-        .filter_map(|s| s.kms_key_id.clone())
-        .filter(|k| !keys.contains_key(k))
-        .collect();
+    let unknown: BTreeSet<String> =
+        snapshots.values().filter_map(|s| s.kms_key_id.clone()).filter(|k| !keys.contains_key(k)).collect();
     let looked = join_all(unknown.iter().map(|k| describe_key(aws, region, k, true))).await;
     for (k, l) in unknown.into_iter().zip(looked) {
         keys.insert(k, l?);
@@ -333,26 +280,15 @@ pub async fn gather_sharing(
     let region = facts.region.clone();
     let ami = facts.ami_id.clone();
     let names: Vec<String> = match &intent.ssm_path {
-        Some(p) => parameter_values(report)
-            .iter()
-            .map(|(s, ..)| format!("{p}/{s}"))
-            .collect(),
+        Some(p) => parameter_values(report).iter().map(|(s, ..)| format!("{p}/{s}")).collect(),
         None => Vec::new(),
     };
-    let snaps: Vec<String> = report
-        .snapshots
-        .iter()
-        .map(|s| s.snapshot_id.clone())
-        .collect();
+    let snaps: Vec<String> = report.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
     let (lp, users, own, others) = tokio::join!(
         launch_permissions(aws, &region, &ami),
         join_all(snaps.iter().map(|s| snapshot_users(aws, &region, s))),
         async {
-            if names.is_empty() {
-                Ok(BTreeMap::new())
-            } else {
-                get_parameters(aws, &region, &names).await
-            }
+            if names.is_empty() { Ok(BTreeMap::new()) } else { get_parameters(aws, &region, &names).await }
         },
         join_all(publishers.iter().map(|(account, p)| {
             let (names, region) = (&names, &region);
@@ -360,9 +296,7 @@ pub async fn gather_sharing(
                 if names.is_empty() {
                     return Ok(BTreeMap::new());
                 }
-                get_parameters(p, region, names)
-                    .await
-                    .map_err(|e| e.in_account(account))
+                get_parameters(p, region, names).await.map_err(|e| e.in_account(account))
             }
         })),
     );
@@ -372,16 +306,12 @@ pub async fn gather_sharing(
     }
     let own = own?;
     for n in &names {
-        facts
-            .parameters
-            .insert((String::new(), n.clone()), own.get(n).cloned());
+        facts.parameters.insert((String::new(), n.clone()), own.get(n).cloned());
     }
     for ((account, _), found) in publishers.iter().zip(others) {
         let found = found?;
         for n in &names {
-            facts
-                .parameters
-                .insert((account.clone(), n.clone()), found.get(n).cloned());
+            facts.parameters.insert((account.clone(), n.clone()), found.get(n).cloned());
         }
     }
     Ok(())

@@ -1,1 +1,5 @@
-fn main() {}
+//! `amikey`: the CLI. argv → library → exit code.
+
+fn main() -> std::process::ExitCode {
+    amikey::cli::main()
+}

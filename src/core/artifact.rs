@@ -55,14 +55,10 @@ pub const KNOWN_REGIONS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArtifactError {
     /// Nothing to work on.
-    #[error(
-        "no AMIs given: pass --artifact \"us-east-1:ami-0123…,eu-west-1:ami-0456…\" or --ami REGION:AMI"
-    )]
+    #[error("no AMIs given: pass --artifact \"us-east-1:ami-0123…,eu-west-1:ami-0456…\" or --ami REGION:AMI")]
     Empty,
     /// An entry lacks the `region:ami` shape.
-    #[error(
-        "malformed AMI entry {entry:?}: expected REGION:AMI, e.g. us-east-1:ami-0123456789abcdef0"
-    )]
+    #[error("malformed AMI entry {entry:?}: expected REGION:AMI, e.g. us-east-1:ami-0123456789abcdef0")]
     Malformed {
         /// The entry as given.
         entry: String,
@@ -86,9 +82,7 @@ pub enum ArtifactError {
         entry: String,
     },
     /// Two different AMIs for one region.
-    #[error(
-        "region {region} is given twice, with {first} and {second}: amikey expects one AMI per region"
-    )]
+    #[error("region {region} is given twice, with {first} and {second}: amikey expects one AMI per region")]
     DuplicateRegion {
         /// The region.
         region: String,
@@ -107,14 +101,10 @@ pub struct AmiSet(pub BTreeMap<String, String>);
 pub fn is_region_shaped(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        })
         && parts
-            .last()
-            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Checks a region name: shape always, membership in [`KNOWN_REGIONS`] unless `skip_validation`.
@@ -125,9 +115,7 @@ pub fn valid_region(region: &str, skip_validation: bool) -> bool {
 /// True when `s` is `ami-` followed by 8 or 17 lowercase hex digits.
 pub fn is_ami_id(s: &str) -> bool {
     s.strip_prefix("ami-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17)
-            && h.chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        (h.len() == 8 || h.len() == 17) && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     })
 }
 
@@ -135,11 +123,7 @@ impl AmiSet {
     /// Parses an amazon artifact id: comma-separated `region:ami` pairs, any order, spaces
     /// tolerated around entries.
     pub fn parse_artifact(id: &str, skip_region_validation: bool) -> Result<AmiSet, ArtifactError> {
-        let entries: Vec<&str> = id
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .collect();
+        let entries: Vec<&str> = id.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
         Self::from_pairs(entries, skip_region_validation)
     }
 
@@ -152,15 +136,11 @@ impl AmiSet {
         for raw in entries {
             for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                 let Some((region, ami)) = entry.split_once(':') else {
-                    return Err(ArtifactError::Malformed {
-                        entry: entry.to_string(),
-                    });
+                    return Err(ArtifactError::Malformed { entry: entry.to_string() });
                 };
                 let (region, ami) = (region.trim(), ami.trim());
                 if region.is_empty() || ami.is_empty() {
-                    return Err(ArtifactError::Malformed {
-                        entry: entry.to_string(),
-                    });
+                    return Err(ArtifactError::Malformed { entry: entry.to_string() });
                 }
                 if !valid_region(region, skip_region_validation) {
                     return Err(ArtifactError::UnknownRegion {
@@ -169,10 +149,7 @@ impl AmiSet {
                     });
                 }
                 if !is_ami_id(ami) {
-                    return Err(ArtifactError::BadAmiId {
-                        ami: ami.to_string(),
-                        entry: entry.to_string(),
-                    });
+                    return Err(ArtifactError::BadAmiId { ami: ami.to_string(), entry: entry.to_string() });
                 }
                 if let Some(first) = map.get(region) {
                     if first != ami {
@@ -212,31 +189,15 @@ mod tests {
 
     #[test]
     fn parses_artifact_in_any_order_with_spaces() {
-        let s = AmiSet::parse_artifact(
-            " us-west-2:ami-0123456789abcdef0 , eu-west-1:ami-12345678",
-            false,
-        )
-        .unwrap();
-        assert_eq!(
-            s.to_string(),
-            "eu-west-1:ami-12345678,us-west-2:ami-0123456789abcdef0"
-        );
+        let s = AmiSet::parse_artifact(" us-west-2:ami-0123456789abcdef0 , eu-west-1:ami-12345678", false)
+            .unwrap();
+        assert_eq!(s.to_string(), "eu-west-1:ami-12345678,us-west-2:ami-0123456789abcdef0");
     }
 
     #[test]
     fn rejects_malformed_entries() {
-        for bad in [
-            "us-east-1",
-            "us-east-1:",
-            ":ami-12345678",
-            "us-east-1;ami-12345678",
-            "",
-            " , ",
-        ] {
-            assert!(
-                AmiSet::parse_artifact(bad, false).is_err(),
-                "{bad:?} accepted"
-            );
+        for bad in ["us-east-1", "us-east-1:", ":ami-12345678", "us-east-1;ami-12345678", "", " , "] {
+            assert!(AmiSet::parse_artifact(bad, false).is_err(), "{bad:?} accepted");
         }
     }
 
@@ -246,21 +207,12 @@ mod tests {
         assert!(matches!(e, ArtifactError::UnknownRegion { .. }), "{e}");
         assert!(AmiSet::parse_artifact("xx-moon-1:ami-12345678", false).is_err());
         assert!(AmiSet::parse_artifact("xx-moon-1:ami-12345678", true).is_ok());
-        assert!(
-            AmiSet::parse_artifact("us-east1:ami-12345678", true).is_err(),
-            "shape is always checked"
-        );
+        assert!(AmiSet::parse_artifact("us-east1:ami-12345678", true).is_err(), "shape is always checked");
     }
 
     #[test]
     fn rejects_bad_ami_ids() {
-        for bad in [
-            "ami-XYZ",
-            "ami-1234567",
-            "snap-12345678",
-            "ami-0123456789ABCDEF0",
-            "ami-123456789",
-        ] {
+        for bad in ["ami-XYZ", "ami-1234567", "snap-12345678", "ami-0123456789ABCDEF0", "ami-123456789"] {
             let e = AmiSet::parse_artifact(&format!("us-east-1:{bad}"), false).unwrap_err();
             assert!(matches!(e, ArtifactError::BadAmiId { .. }), "{bad}: {e}");
         }
@@ -268,11 +220,8 @@ mod tests {
 
     #[test]
     fn rejects_two_amis_for_one_region() {
-        let e = AmiSet::parse_artifact("us-east-1:ami-12345678,us-east-1:ami-87654321", false)
-            .unwrap_err();
+        let e = AmiSet::parse_artifact("us-east-1:ami-12345678,us-east-1:ami-87654321", false).unwrap_err();
         assert!(e.to_string().contains("given twice"), "{e}");
-        assert!(
-            AmiSet::parse_artifact("us-east-1:ami-12345678,us-east-1:ami-12345678", false).is_ok()
-        );
+        assert!(AmiSet::parse_artifact("us-east-1:ami-12345678,us-east-1:ami-12345678", false).is_ok());
     }
 }

@@ -57,12 +57,7 @@ pub struct Field {
 }
 
 const fn f(name: &'static str, kind: FieldKind, default: &'static str, doc: &'static str) -> Field {
-    Field {
-        name,
-        kind,
-        default,
-        doc,
-    }
+    Field { name, kind, default, doc }
 }
 
 use FieldKind::*;
@@ -136,12 +131,7 @@ pub const FIELDS: &[Field] = &[
         "\"fail\"",
         "What a finding does to the build: `fail` (error; Packer then deletes the AMIs) or `warn` (report through the UI, share and publish nothing, keep the AMIs).",
     ),
-    f(
-        "profile",
-        String,
-        "",
-        "Shared-config profile to use (as `AWS_PROFILE`).",
-    ),
+    f("profile", String, "", "Shared-config profile to use (as `AWS_PROFILE`)."),
     f(
         "prune",
         Bool,
@@ -172,12 +162,7 @@ pub const FIELDS: &[Field] = &[
         "{}",
         "Intended KMS key per region (`region = key`), as in amazon-ebs; overrides `kms_key_id` for that region.",
     ),
-    f(
-        "secret_key",
-        String,
-        "",
-        "AWS secret access key, with `access_key`.",
-    ),
+    f("secret_key", String, "", "AWS secret access key, with `access_key`."),
     f(
         "skip_region_validation",
         Bool,
@@ -196,12 +181,7 @@ pub const FIELDS: &[Field] = &[
         "",
         "Publish per region `<ssm_path>/image_id` (DataType `aws:ec2:image`), `<ssm_path>/kms_key_arn` and `<ssm_path>/snapshot_ids`.",
     ),
-    f(
-        "token",
-        String,
-        "",
-        "AWS session token, with `access_key` and `secret_key`.",
-    ),
+    f("token", String, "", "AWS session token, with `access_key` and `secret_key`."),
 ];
 
 /// What a finding does to a Packer build.
@@ -256,4 +236,36 @@ pub struct Settings {
     pub snapshot_users: Vec<std::string::String>,
     pub ssm_path: Option<std::string::String>,
     pub token: Option<std::string::String>,
+}
+
+/// Parses an HCL configuration file holding the post-processor block's keys (the block body,
+/// without the `post-processor "amikey" {}` wrapper). Unknown keys and wrong types are errors
+/// naming the key.
+pub fn parse_hcl(text: &str) -> Result<Settings, std::string::String> {
+    hcl::from_str::<Settings>(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_settings_have_the_same_keys() {
+        let v = serde_json::to_value(Settings::default()).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        let names: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+        assert_eq!(keys, names, "FIELDS must list exactly the Settings fields, alphabetically");
+    }
+
+    #[test]
+    fn hcl_config_parses_and_rejects_unknown_keys() {
+        let s = parse_hcl("kms_key_id = \"alias/x\"\nami_users = [\"111122223333\"]\nregion_kms_key_ids = { eu-west-1 = \"alias/eu\" }\non_violation = \"warn\"\n").unwrap();
+        assert_eq!(s.kms_key_id.as_deref(), Some("alias/x"));
+        assert_eq!(s.on_violation, OnViolation::Warn);
+        assert_eq!(s.region_kms_key_ids["eu-west-1"], "alias/eu");
+        let e = parse_hcl("kms_key = \"x\"").unwrap_err();
+        assert!(e.contains("kms_key"), "{e}");
+        assert!(parse_hcl("ami_users = 3").is_err());
+    }
 }

@@ -52,16 +52,12 @@ fn is_uuid(s: &str) -> bool {
 }
 
 fn is_mrk(s: &str) -> bool {
-    s.strip_prefix("mrk-")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.strip_prefix("mrk-").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn is_alias_name(s: &str) -> bool {
     s.strip_prefix("alias/").is_some_and(|n| {
-        !n.is_empty()
-            && n.len() <= 250
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+        !n.is_empty() && n.len() <= 250 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
     })
 }
 
@@ -86,10 +82,7 @@ pub fn is_key_ref(s: &str) -> bool {
 
 /// True for `alias/aws/…` references (AWS managed keys such as `aws/ebs`).
 pub fn is_aws_managed_alias(s: &str) -> bool {
-    let name = s
-        .rsplit_once(":alias/")
-        .map(|(_, n)| n)
-        .or_else(|| s.strip_prefix("alias/"));
+    let name = s.rsplit_once(":alias/").map(|(_, n)| n).or_else(|| s.strip_prefix("alias/"));
     name.is_some_and(|n| n.starts_with("aws/"))
 }
 
@@ -102,9 +95,7 @@ fn is_org_arn(s: &str) -> bool {
         && p[3].is_empty()
         && is_account(p[4])
         && p[5].strip_prefix("organization/o-").is_some_and(|o| {
-            (10..=32).contains(&o.len())
-                && o.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            (10..=32).contains(&o.len()) && o.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
 }
 
@@ -124,17 +115,11 @@ fn is_ou_arn(s: &str) -> bool {
         && r[0] == "ou"
         && r[1].starts_with("o-")
         && r[2].starts_with("ou-")
-        && r[1..].iter().all(|x| {
-            x.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+        && r[1..].iter().all(|x| x.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
 }
 
 fn is_role_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
 }
 
 /// Checks an SSM parameter path prefix as AWS does: starts with `/`, only `a-zA-Z0-9_.-/`, not
@@ -146,31 +131,20 @@ pub fn check_ssm_path(p: &str) -> Result<String, String> {
             "ssm_path {p:?} must start with '/' and name at least one level, e.g. /images/base"
         ));
     }
-    if let Some(c) = trimmed
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_.-/".contains(*c)))
-    {
-        return Err(format!(
-            "ssm_path {p:?} contains {c:?}: only letters, digits and _ . - / are allowed"
-        ));
+    if let Some(c) = trimmed.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-/".contains(*c))) {
+        return Err(format!("ssm_path {p:?} contains {c:?}: only letters, digits and _ . - / are allowed"));
     }
     if trimmed.contains("//") {
         return Err(format!("ssm_path {p:?} contains an empty level (//)"));
     }
-    let first = trimmed[1..]
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let first = trimmed[1..].split('/').next().unwrap_or("").to_ascii_lowercase();
     if first.starts_with("aws") || first.starts_with("ssm") {
         return Err(format!(
             "ssm_path {p:?} starts with a reserved prefix (aws, ssm): choose another first level"
         ));
     }
     if trimmed.split('/').count() - 1 > 14 {
-        return Err(format!(
-            "ssm_path {p:?} is too deep: SSM allows 15 levels and amikey adds one"
-        ));
+        return Err(format!("ssm_path {p:?} is too deep: SSM allows 15 levels and amikey adds one"));
     }
     Ok(trimmed.to_string())
 }
@@ -212,11 +186,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     }
     let mut keys = BTreeMap::new();
     for region in amis.regions() {
-        let k = settings
-            .region_kms_key_ids
-            .get(region)
-            .or(settings.kms_key_id.as_ref())
-            .cloned();
+        let k = settings.region_kms_key_ids.get(region).or(settings.kms_key_id.as_ref()).cloned();
         keys.insert(region.to_string(), k);
     }
 
@@ -241,9 +211,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
         } else if u == "all" || is_account(u) {
             snapshot_users.insert(u.clone());
         } else {
-            errors.push(format!(
-                "snapshot_users: {u:?} is not a 12-digit AWS account id"
-            ));
+            errors.push(format!("snapshot_users: {u:?} is not a 12-digit AWS account id"));
         }
     }
     for a in &settings.ami_org_arns {
@@ -274,16 +242,12 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
             publish_accounts.insert(a.clone());
             launch_users.insert(a.clone());
         } else {
-            errors.push(format!(
-                "publish_accounts: {a:?} is not a 12-digit AWS account id"
-            ));
+            errors.push(format!("publish_accounts: {a:?} is not a 12-digit AWS account id"));
         }
     }
     if !publish_accounts.is_empty() {
         if settings.ssm_path.is_none() {
-            errors.push(
-                "publish_accounts needs ssm_path: the path to write the parameters under".into(),
-            );
+            errors.push("publish_accounts needs ssm_path: the path to write the parameters under".into());
         }
         match &settings.publish_role_name {
             None => errors.push("publish_accounts needs publish_role_name: the role amikey assumes in each account (arn:aws:iam::ACCOUNT:role/NAME)".into()),
@@ -293,7 +257,9 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     }
     if let Some(r) = &settings.region {
         if !valid_region(r, skip) {
-            errors.push(format!("region {r:?} is not a known region (check the spelling, or set skip_region_validation)"));
+            errors.push(format!(
+                "region {r:?} is not a known region (check the spelling, or set skip_region_validation)"
+            ));
         }
     }
     if let Some(n) = settings.max_retries {
@@ -302,14 +268,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
         }
     }
     for k in settings.assume_role.keys() {
-        if ![
-            "role_arn",
-            "session_name",
-            "external_id",
-            "duration_seconds",
-        ]
-        .contains(&k.as_str())
-        {
+        if !["role_arn", "session_name", "external_id", "duration_seconds"].contains(&k.as_str()) {
             errors.push(format!("assume_role: unknown key {k:?} (known: role_arn, session_name, external_id, duration_seconds)"));
         }
     }
@@ -360,15 +319,9 @@ mod tests {
         ] {
             assert!(is_key_ref(k), "{k}");
         }
-        for k in [
-            "",
-            "my-key",
-            "alias/",
-            "arn:aws:kms:us-east-1:1111:key/x",
-            "key/1234",
-            "mrk-12",
-            "alias/a b",
-        ] {
+        for k in
+            ["", "my-key", "alias/", "arn:aws:kms:us-east-1:1111:key/x", "key/1234", "mrk-12", "alias/a b"]
+        {
             assert!(!is_key_ref(k), "{k}");
         }
     }
@@ -382,14 +335,8 @@ mod tests {
         let i = build(&s, &amis()).unwrap();
         assert_eq!(i.keys["eu-west-1"].as_deref(), Some("alias/eu"));
         assert_eq!(i.keys["us-east-1"], None);
-        let s = Settings {
-            kms_key_id: Some("alias/all".into()),
-            ..s
-        };
-        assert_eq!(
-            build(&s, &amis()).unwrap().keys["us-east-1"].as_deref(),
-            Some("alias/all")
-        );
+        let s = Settings { kms_key_id: Some("alias/all".into()), ..s };
+        assert_eq!(build(&s, &amis()).unwrap().keys["us-east-1"].as_deref(), Some("alias/all"));
     }
 
     #[test]
@@ -399,8 +346,7 @@ mod tests {
             region_kms_key_ids: [
                 (
                     "eu-west-1".to_string(),
-                    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-                        .to_string(),
+                    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_string(),
                 ),
                 ("us-east1".to_string(), "alias/aws/ebs".to_string()),
             ]
@@ -436,10 +382,7 @@ mod tests {
             ..Default::default()
         };
         let i = build(&s, &amis()).unwrap();
-        assert_eq!(
-            i.launch_users.iter().cloned().collect::<Vec<_>>(),
-            ["111122223333", "444455556666"]
-        );
+        assert_eq!(i.launch_users.iter().cloned().collect::<Vec<_>>(), ["111122223333", "444455556666"]);
         assert_eq!(i.ssm_path.as_deref(), Some("/images/base"));
     }
 

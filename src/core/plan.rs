@@ -29,10 +29,7 @@ pub struct Principals {
 impl Principals {
     /// True when nothing is in it.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-            && self.groups.is_empty()
-            && self.org_arns.is_empty()
-            && self.ou_arns.is_empty()
+        self.users.is_empty() && self.groups.is_empty() && self.org_arns.is_empty() && self.ou_arns.is_empty()
     }
 }
 
@@ -98,31 +95,16 @@ fn diff(
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
     let add = want.difference(have).cloned().collect();
     let keep = want.intersection(have).cloned().collect();
-    let remove = if prune {
-        have.difference(want).cloned().collect()
-    } else {
-        Vec::new()
-    };
+    let remove = if prune { have.difference(want).cloned().collect() } else { Vec::new() };
     (add, keep, remove)
 }
 
 /// The parameter values for a verified region: `(suffix, value, type, data type)`.
-pub fn parameter_values(
-    report: &RegionReport,
-) -> Vec<(&'static str, String, &'static str, &'static str)> {
-    let snaps: Vec<&str> = report
-        .snapshots
-        .iter()
-        .map(|s| s.snapshot_id.as_str())
-        .collect();
+pub fn parameter_values(report: &RegionReport) -> Vec<(&'static str, String, &'static str, &'static str)> {
+    let snaps: Vec<&str> = report.snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
     vec![
         ("image_id", report.ami_id.clone(), "String", "aws:ec2:image"),
-        (
-            "kms_key_arn",
-            report.intended_kms_key_arn.clone().unwrap_or_default(),
-            "String",
-            "text",
-        ),
+        ("kms_key_arn", report.intended_kms_key_arn.clone().unwrap_or_default(), "String", "text"),
         ("snapshot_ids", snaps.join(","), "StringList", "text"),
     ]
 }
@@ -140,12 +122,9 @@ fn param_steps(
         .into_iter()
         .map(|(suffix, value, ty, dt)| {
             let name = format!("{path}/{suffix}");
-            let have: Option<&ParamFacts> = facts
-                .parameters
-                .get(&(key_account.to_string(), name.clone()))
-                .and_then(Option::as_ref);
-            let same =
-                have.is_some_and(|p| p.value == value && p.param_type == ty && p.data_type == dt);
+            let have: Option<&ParamFacts> =
+                facts.parameters.get(&(key_account.to_string(), name.clone())).and_then(Option::as_ref);
+            let same = have.is_some_and(|p| p.value == value && p.param_type == ty && p.data_type == dt);
             let write = (!same).then(|| Write::PutParameter {
                 name: name.clone(),
                 value: value.clone(),
@@ -173,33 +152,16 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
 
     // Launch permissions: one ModifyImageAttribute for all additions, one for removals.
     let have = facts.launch_permissions.clone().unwrap_or_default();
-    let LaunchPermissions {
-        users,
-        groups,
-        org_arns,
-        ou_arns,
-    } = &have;
-    let want_groups: BTreeSet<String> = if intent.public {
-        ["all".to_string()].into()
-    } else {
-        BTreeSet::new()
-    };
+    let LaunchPermissions { users, groups, org_arns, ou_arns } = &have;
+    let want_groups: BTreeSet<String> =
+        if intent.public { ["all".to_string()].into() } else { BTreeSet::new() };
     let (au, ku, ru) = diff(users, &intent.launch_users, intent.prune);
     let (ag, kg, rg) = diff(groups, &want_groups, intent.prune);
     let (ao, ko, ro) = diff(org_arns, &intent.org_arns, intent.prune);
     let (aou, kou, rou) = diff(ou_arns, &intent.ou_arns, intent.prune);
-    let label = |kind: &str, v: &[String]| {
-        v.iter()
-            .map(|x| format!("{ami} {kind} {x}"))
-            .collect::<Vec<_>>()
-    };
-    let kept: Vec<String> = [
-        label("user", &ku),
-        label("group", &kg),
-        label("org", &ko),
-        label("ou", &kou),
-    ]
-    .concat();
+    let label = |kind: &str, v: &[String]| v.iter().map(|x| format!("{ami} {kind} {x}")).collect::<Vec<_>>();
+    let kept: Vec<String> =
+        [label("user", &ku), label("group", &kg), label("org", &ko), label("ou", &kou)].concat();
     if !kept.is_empty() {
         steps.push(Step {
             region: region.into(),
@@ -210,18 +172,8 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
             write: None,
         });
     }
-    let add = Principals {
-        users: au,
-        groups: ag,
-        org_arns: ao,
-        ou_arns: aou,
-    };
-    let remove = Principals {
-        users: ru,
-        groups: rg,
-        org_arns: ro,
-        ou_arns: rou,
-    };
+    let add = Principals { users: au, groups: ag, org_arns: ao, ou_arns: aou };
+    let remove = Principals { users: ru, groups: rg, org_arns: ro, ou_arns: rou };
     if !add.is_empty() || !remove.is_empty() {
         let mut targets = [
             label("user", &add.users),
@@ -247,21 +199,13 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
             kind: "launch_permission",
             targets,
             wave: 0,
-            write: Some(Write::ModifyLaunchPermission {
-                ami_id: ami.into(),
-                add,
-                remove,
-            }),
+            write: Some(Write::ModifyLaunchPermission { ami_id: ami.into(), add, remove }),
         });
     }
 
     // createVolumePermission, per snapshot.
     for s in &report.snapshots {
-        let have = facts
-            .snapshot_users
-            .get(&s.snapshot_id)
-            .cloned()
-            .unwrap_or_default();
+        let have = facts.snapshot_users.get(&s.snapshot_id).cloned().unwrap_or_default();
         let (add, keep, remove) = diff(&have, &intent.snapshot_users, intent.prune);
         let sid = &s.snapshot_id;
         if !keep.is_empty() {
@@ -283,11 +227,7 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
                 kind: "create_volume_permission",
                 targets,
                 wave: 0,
-                write: Some(Write::ModifyCreateVolumePermission {
-                    snapshot_id: sid.clone(),
-                    add,
-                    remove,
-                }),
+                write: Some(Write::ModifyCreateVolumePermission { snapshot_id: sid.clone(), add, remove }),
             });
         }
     }
@@ -317,14 +257,7 @@ mod tests {
 
     fn setup(settings: Settings) -> (Intent, RegionFacts, RegionReport) {
         let amis = AmiSet::parse_artifact("us-east-1:ami-12345678", false).unwrap();
-        let intent = intent::build(
-            &Settings {
-                kms_key_id: Some(KEY.into()),
-                ..settings
-            },
-            &amis,
-        )
-        .unwrap();
+        let intent = intent::build(&Settings { kms_key_id: Some(KEY.into()), ..settings }, &amis).unwrap();
         let facts = RegionFacts {
             region: "us-east-1".into(),
             ami_id: "ami-12345678".into(),
@@ -369,29 +302,10 @@ mod tests {
         let steps = plan_region(&i, &f, &r);
         let writes: Vec<_> = steps.iter().filter(|s| s.write.is_some()).collect();
         assert_eq!(writes.len(), 1 + 1 + 3 + 3, "{steps:#?}");
-        let Some(Write::ModifyLaunchPermission { add, .. }) = &writes[0].write else {
-            panic!()
-        };
-        assert_eq!(
-            add.users,
-            ["222233334444", "555566667777"],
-            "publish accounts get launch permission"
-        );
-        assert!(
-            steps
-                .iter()
-                .filter(|s| s.account.is_some())
-                .all(|s| s.wave == 1)
-        );
-        let Some(Write::PutParameter {
-            name,
-            data_type,
-            overwrite,
-            ..
-        }) = &writes[2].write
-        else {
-            panic!()
-        };
+        let Some(Write::ModifyLaunchPermission { add, .. }) = &writes[0].write else { panic!() };
+        assert_eq!(add.users, ["222233334444", "555566667777"], "publish accounts get launch permission");
+        assert!(steps.iter().filter(|s| s.account.is_some()).all(|s| s.wave == 1));
+        let Some(Write::PutParameter { name, data_type, overwrite, .. }) = &writes[2].write else { panic!() };
         assert_eq!(
             (name.as_str(), data_type.as_str(), *overwrite),
             ("/images/base/image_id", "aws:ec2:image", false)
@@ -405,17 +319,12 @@ mod tests {
             users: ["222233334444".to_string(), "555566667777".to_string()].into(),
             ..Default::default()
         });
-        f.snapshot_users
-            .insert("snap-1".into(), ["222233334444".to_string()].into());
+        f.snapshot_users.insert("snap-1".into(), ["222233334444".to_string()].into());
         for account in ["", "555566667777"] {
             for (suffix, value, ty, dt) in parameter_values(&r) {
                 f.parameters.insert(
                     (account.to_string(), format!("/images/base/{suffix}")),
-                    Some(ParamFacts {
-                        value,
-                        param_type: ty.into(),
-                        data_type: dt.into(),
-                    }),
+                    Some(ParamFacts { value, param_type: ty.into(), data_type: dt.into() }),
                 );
             }
         }
@@ -426,26 +335,17 @@ mod tests {
 
     #[test]
     fn extra_permissions_are_kept_unless_prune() {
-        let (i, mut f, r) = setup(Settings {
-            ami_users: vec!["222233334444".into()],
-            ..Default::default()
-        });
+        let (i, mut f, r) = setup(Settings { ami_users: vec!["222233334444".into()], ..Default::default() });
         f.launch_permissions = Some(LaunchPermissions {
             users: ["222233334444".to_string(), "999988887777".to_string()].into(),
             ..Default::default()
         });
         assert!(plan_region(&i, &f, &r).iter().all(|s| s.write.is_none()));
-        let (i, _, _) = setup(Settings {
-            ami_users: vec!["222233334444".into()],
-            prune: true,
-            ..Default::default()
-        });
+        let (i, _, _) =
+            setup(Settings { ami_users: vec!["222233334444".into()], prune: true, ..Default::default() });
         let steps = plan_region(&i, &f, &r);
-        let Some(Write::ModifyLaunchPermission { add, remove, .. }) = &steps
-            .iter()
-            .find_map(|s| s.write.clone())
-            .map(Some)
-            .unwrap()
+        let Some(Write::ModifyLaunchPermission { add, remove, .. }) =
+            &steps.iter().find_map(|s| s.write.clone()).map(Some).unwrap()
         else {
             panic!("{steps:#?}")
         };
@@ -455,10 +355,7 @@ mod tests {
 
     #[test]
     fn changed_parameter_is_overwritten() {
-        let (i, mut f, r) = setup(Settings {
-            ssm_path: Some("/p".into()),
-            ..Default::default()
-        });
+        let (i, mut f, r) = setup(Settings { ssm_path: Some("/p".into()), ..Default::default() });
         f.parameters.insert(
             (String::new(), "/p/image_id".into()),
             Some(ParamFacts {
@@ -469,19 +366,7 @@ mod tests {
         );
         let steps = plan_region(&i, &f, &r);
         let w: Vec<_> = steps.iter().filter_map(|s| s.write.as_ref()).collect();
-        assert!(matches!(
-            w[0],
-            Write::PutParameter {
-                overwrite: true,
-                ..
-            }
-        ));
-        assert!(matches!(
-            w[1],
-            Write::PutParameter {
-                overwrite: false,
-                ..
-            }
-        ));
+        assert!(matches!(w[0], Write::PutParameter { overwrite: true, .. }));
+        assert!(matches!(w[1], Write::PutParameter { overwrite: false, .. }));
     }
 }

@@ -155,11 +155,7 @@ pub struct Report {
 impl Report {
     /// All findings of all regions, sorted.
     pub fn findings(&self) -> Vec<&Finding> {
-        let mut all: Vec<&Finding> = self
-            .regions
-            .iter()
-            .flat_map(|r| r.findings.iter())
-            .collect();
+        let mut all: Vec<&Finding> = self.regions.iter().flat_map(|r| r.findings.iter()).collect();
         all.sort();
         all
     }
@@ -173,11 +169,7 @@ impl Report {
     pub fn key_mapping(&self) -> BTreeMap<String, String> {
         self.regions
             .iter()
-            .filter_map(|r| {
-                r.intended_kms_key_arn
-                    .clone()
-                    .map(|k| (r.region.clone(), k))
-            })
+            .filter_map(|r| r.intended_kms_key_arn.clone().map(|k| (r.region.clone(), k)))
             .collect()
     }
 
@@ -195,18 +187,12 @@ impl Report {
     pub fn render_text(&self) -> String {
         let mut out = String::new();
         for r in &self.regions {
-            let mark = if r.findings.is_empty() {
-                "ok  "
-            } else {
-                "FAIL"
-            };
+            let mark = if r.findings.is_empty() { "ok  " } else { "FAIL" };
             let _ = writeln!(out, "{mark} {} {}", r.region, r.ami_id);
             let _ = writeln!(
                 out,
                 "     intended key: {}",
-                r.intended_kms_key_arn
-                    .as_deref()
-                    .unwrap_or("(none configured)")
+                r.intended_kms_key_arn.as_deref().unwrap_or("(none configured)")
             );
             for s in &r.snapshots {
                 let key = match (&s.kms_key_arn, &s.kms_key_alias, s.encrypted) {
@@ -231,11 +217,7 @@ impl Report {
                     Status::Skipped => "skipped",
                     Status::Failed => "FAILED",
                 };
-                let _ = write!(
-                    out,
-                    "{status:<12} {} {} {:<24} {}",
-                    a.region, a.account, a.kind, a.target
-                );
+                let _ = write!(out, "{status:<12} {} {} {:<24} {}", a.region, a.account, a.kind, a.target);
                 if let Some(e) = &a.error {
                     let _ = write!(out, ": {e}");
                 }
@@ -264,17 +246,10 @@ impl Report {
         if !self.actions.is_empty() {
             let c = self.counts();
             let n = |st| c.get(&st).copied().unwrap_or(0);
-            let _ = write!(
-                s,
-                "; {} changed, {} unchanged",
-                n(Status::Changed),
-                n(Status::Unchanged)
-            );
-            for (st, word) in [
-                (Status::Planned, "planned"),
-                (Status::Failed, "failed"),
-                (Status::Skipped, "skipped"),
-            ] {
+            let _ = write!(s, "; {} changed, {} unchanged", n(Status::Changed), n(Status::Unchanged));
+            for (st, word) in
+                [(Status::Planned, "planned"), (Status::Failed, "failed"), (Status::Skipped, "skipped")]
+            {
                 if n(st) > 0 {
                     let _ = write!(s, ", {} {word}", n(st));
                 }

@@ -143,11 +143,8 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                     ),
                 );
             }
-            let ebs: Vec<_> = image
-                .block_devices
-                .iter()
-                .filter_map(|b| b.snapshot_id.as_ref().map(|s| (b, s)))
-                .collect();
+            let ebs: Vec<_> =
+                image.block_devices.iter().filter_map(|b| b.snapshot_id.as_ref().map(|s| (b, s))).collect();
             if ebs.is_empty() && image.state == "available" {
                 push(
                     Code::AmiNoSnapshots,
@@ -179,9 +176,7 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                     snapshot_id: snap_id.clone(),
                     device: dev.to_string(),
                     encrypted: snap.encrypted,
-                    kms_key_arn: found
-                        .map(|k| k.arn.clone())
-                        .or_else(|| snap.kms_key_id.clone()),
+                    kms_key_arn: found.map(|k| k.arn.clone()).or_else(|| snap.kms_key_id.clone()),
                     kms_key_alias: found.and_then(|k| k.alias.clone()),
                 });
                 let at = format!("{region} {ami} {snap_id} ({dev})");
@@ -189,10 +184,7 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                     push(
                         Code::Unencrypted,
                         Some(snap_id),
-                        format!(
-                            "{at}: NOT encrypted; expected {expected}. {}",
-                            template_fix(region)
-                        ),
+                        format!("{at}: NOT encrypted; expected {expected}. {}", template_fix(region)),
                     );
                     continue;
                 }
@@ -279,8 +271,7 @@ mod tests {
     use crate::core::intent;
 
     const CMK: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    const OTHER: &str =
-        "arn:aws:kms:eu-west-1:111122223333:key/9999abcd-12ab-34cd-56ef-1234567890ab";
+    const OTHER: &str = "arn:aws:kms:eu-west-1:111122223333:key/9999abcd-12ab-34cd-56ef-1234567890ab";
     const EBS: &str = "arn:aws:kms:eu-west-1:111122223333:key/0000abcd-12ab-34cd-56ef-1234567890ab";
     const US: &str = "arn:aws:kms:us-east-1:111122223333:key/5555abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -298,35 +289,15 @@ mod tests {
     /// eu-west-1 AMI with snapshots (device, id, encrypted, key); intended key alias/img.
     fn facts(snaps: &[(&str, &str, bool, Option<&str>)]) -> (Intent, RegionFacts) {
         let amis = AmiSet::parse_artifact("eu-west-1:ami-12345678", false).unwrap();
-        let intent = intent::build(
-            &Settings {
-                kms_key_id: Some("alias/img".into()),
-                ..Default::default()
-            },
-            &amis,
-        )
-        .unwrap();
+        let intent =
+            intent::build(&Settings { kms_key_id: Some("alias/img".into()), ..Default::default() }, &amis)
+                .unwrap();
         let mut keys = BTreeMap::new();
-        keys.insert(
-            "alias/img".to_string(),
-            key(CMK, KeyManager::Customer, "Enabled", Some("alias/img")),
-        );
-        keys.insert(
-            CMK.to_string(),
-            key(CMK, KeyManager::Customer, "Enabled", Some("alias/img")),
-        );
-        keys.insert(
-            OTHER.to_string(),
-            key(OTHER, KeyManager::Customer, "Enabled", None),
-        );
-        keys.insert(
-            EBS.to_string(),
-            key(EBS, KeyManager::Aws, "Enabled", Some("alias/aws/ebs")),
-        );
-        keys.insert(
-            US.to_string(),
-            key(US, KeyManager::Customer, "Enabled", None),
-        );
+        keys.insert("alias/img".to_string(), key(CMK, KeyManager::Customer, "Enabled", Some("alias/img")));
+        keys.insert(CMK.to_string(), key(CMK, KeyManager::Customer, "Enabled", Some("alias/img")));
+        keys.insert(OTHER.to_string(), key(OTHER, KeyManager::Customer, "Enabled", None));
+        keys.insert(EBS.to_string(), key(EBS, KeyManager::Aws, "Enabled", Some("alias/aws/ebs")));
+        keys.insert(US.to_string(), key(US, KeyManager::Customer, "Enabled", None));
         let f = RegionFacts {
             region: "eu-west-1".into(),
             ami_id: "ami-12345678".into(),
@@ -401,10 +372,8 @@ mod tests {
 
     #[test]
     fn unencrypted_and_wrong_key_on_a_second_volume() {
-        let (i, f) = facts(&[
-            ("/dev/xvda", "snap-1", true, Some(CMK)),
-            ("/dev/sdb", "snap-2", true, Some(OTHER)),
-        ]);
+        let (i, f) =
+            facts(&[("/dev/xvda", "snap-1", true, Some(CMK)), ("/dev/sdb", "snap-2", true, Some(OTHER))]);
         let r = verify_region(&i, &f);
         assert_eq!(codes(&r), ["WRONG_KEY"]);
         assert_eq!(r.findings[0].snapshot_id.as_deref(), Some("snap-2"));
@@ -422,10 +391,7 @@ mod tests {
     #[test]
     fn disabled_intended_key() {
         let (i, mut f) = facts(&[("/dev/xvda", "snap-1", true, Some(CMK))]);
-        f.keys.insert(
-            "alias/img".into(),
-            key(CMK, KeyManager::Customer, "Disabled", Some("alias/img")),
-        );
+        f.keys.insert("alias/img".into(), key(CMK, KeyManager::Customer, "Disabled", Some("alias/img")));
         assert_eq!(codes(&verify_region(&i, &f)), ["KEY_NOT_ENABLED"]);
     }
 
@@ -434,10 +400,7 @@ mod tests {
         let (i, mut f) = facts(&[]);
         f.image = None;
         f.keys.insert("alias/img".into(), KeyLookup::NotFound);
-        assert_eq!(
-            codes(&verify_region(&i, &f)),
-            ["AMI_NOT_FOUND", "KEY_NOT_FOUND"]
-        );
+        assert_eq!(codes(&verify_region(&i, &f)), ["AMI_NOT_FOUND", "KEY_NOT_FOUND"]);
         let (mut i, f) = facts(&[("/dev/xvda", "snap-1", true, Some(CMK))]);
         i.keys.insert("eu-west-1".into(), None);
         assert_eq!(codes(&verify_region(&i, &f)), ["NO_INTENDED_KEY"]);
@@ -450,9 +413,6 @@ mod tests {
         let img = f.image.as_mut().unwrap();
         img.state = "pending".into();
         img.public = true;
-        assert_eq!(
-            codes(&verify_region(&i, &f)),
-            ["AMI_NOT_AVAILABLE", "SNAPSHOT_NOT_FOUND", "AMI_PUBLIC"]
-        );
+        assert_eq!(codes(&verify_region(&i, &f)), ["AMI_NOT_AVAILABLE", "SNAPSHOT_NOT_FOUND", "AMI_PUBLIC"]);
     }
 }
