@@ -1,0 +1,253 @@
+//! A patched moto server (tests/moto/server.py, pinned moto 5.2.5 with amikey's fidelity fixes),
+//! started once per test binary on a free loopback port; tests that use it are serialised and
+//! start from a reset state. Seeding goes through the AWS SDK, as a producer would.
+//!
+//! Python comes from `AMIKEY_MOTO_PYTHON`, else `.venv-moto/bin/python` (made by
+//! `tests/moto/setup.sh`). Without it the moto tests fail with a message saying how to set it up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use amikey::aws::{Aws, AwsOptions};
+use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+
+pub const ACCOUNT: &str = "123456789012";
+pub const CONSUMER: &str = "111122223333";
+
+struct Server {
+    endpoint: String,
+    _child: Child,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("AMIKEY_MOTO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-moto/bin/python"))
+}
+
+fn start() -> Result<Server, String> {
+    let py = python();
+    if !py.exists() {
+        return Err(format!(
+            "{} not found: run tests/moto/setup.sh (or set AMIKEY_MOTO_PYTHON)",
+            py.display()
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?.keep();
+    let port_file = dir.join("port");
+    // The shell wrapper kills moto when this test process exits and its stdin pipe closes.
+    let script = format!(
+        "{} {} --host 127.0.0.1 --port 0 --port-file {} --min-amis >{}/moto.log 2>&1 & pid=$!; read _; kill $pid",
+        py.display(),
+        repo().join("tests/moto/server.py").display(),
+        port_file.display(),
+        dir.display()
+    );
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start moto: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            if let Ok(port) = p.trim().parse::<u16>() {
+                return Ok(Server { endpoint: format!("http://127.0.0.1:{port}"), _child: child });
+            }
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default();
+            return Err(format!("moto did not start within 60 s:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One test's exclusive use of the reset emulator.
+pub struct Moto {
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Moto {
+    /// Takes the emulator for this test and resets it.
+    pub fn take() -> Moto {
+        let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let server = match SERVER.get_or_init(start) {
+            Ok(s) => s,
+            Err(e) => panic!("moto emulator unavailable: {e}"),
+        };
+        let reset = Command::new("curl")
+            .args(["-sf", "-X", "POST", &format!("{}/moto-api/reset", server.endpoint)])
+            .status()
+            .expect("curl");
+        assert!(reset.success(), "moto reset failed");
+        Moto { endpoint: server.endpoint.clone(), dir: tempfile::tempdir().unwrap(), _guard: guard }
+    }
+
+    /// The call log file the CLI writes for this test.
+    pub fn call_log(&self) -> PathBuf {
+        self.dir.path().join("calls.jsonl")
+    }
+
+    /// Operations logged so far (`Service:Operation`), in order.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.call_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Clears the call log.
+    pub fn clear_calls(&self) {
+        let _ = std::fs::remove_file(self.call_log());
+    }
+
+    /// The amikey CLI with this emulator and static test credentials in its environment.
+    pub fn amikey(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amikey"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AMIKEY_CALL_LOG", self.call_log());
+        c
+    }
+
+    /// An SDK connection as the producer (or, with `account`, as that account by assumed role).
+    pub async fn aws(&self, account: Option<&str>) -> Aws {
+        let opts = AwsOptions {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(self.endpoint.clone()),
+            access_key: Some("testing".into()),
+            secret_key: Some("testing".into()),
+            max_attempts: 2,
+            ..Default::default()
+        };
+        let aws = Aws::connect(&opts, "us-east-1").await;
+        match account {
+            Some(a) => aws.assume(&format!("arn:aws:iam::{a}:role/amikey-test"), None, None).await,
+            None => aws,
+        }
+    }
+}
+
+/// How a seeded volume is encrypted.
+#[derive(Debug, Clone)]
+pub enum Enc {
+    /// With this CMK (ARN, id or alias).
+    Key(String),
+    /// With the region's AWS managed `aws/ebs` key.
+    AwsManaged,
+    /// Not at all.
+    None,
+}
+
+/// Creates a CMK with an alias in `region`; returns its ARN.
+pub async fn create_key(aws: &Aws, region: &str, alias: &str) -> String {
+    let kms = aws.kms(region);
+    let k = kms.create_key().description("amikey test").send().await.unwrap();
+    let arn = k.key_metadata().unwrap().arn().unwrap().to_string();
+    kms.create_alias().alias_name(alias).target_key_id(&arn).send().await.unwrap();
+    arn
+}
+
+/// Creates a multi-Region primary in `primary` and replicas in `replicas`; returns region → ARN.
+pub async fn create_mrk(
+    aws: &Aws,
+    primary: &str,
+    replicas: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let k = aws.kms(primary).create_key().multi_region(true).send().await.unwrap();
+    let meta = k.key_metadata().unwrap();
+    let mut out = std::collections::BTreeMap::from([(primary.to_string(), meta.arn().unwrap().to_string())]);
+    for r in replicas {
+        let rep =
+            aws.kms(primary).replicate_key().key_id(meta.key_id()).replica_region(*r).send().await.unwrap();
+        out.insert(r.to_string(), rep.replica_key_metadata().unwrap().arn().unwrap().to_string());
+    }
+    out
+}
+
+/// Builds an AMI in `region` with one EBS volume per entry (`/dev/xvda` first), each encrypted
+/// as asked, the way AWS would: CreateVolume → CreateSnapshot → RegisterImage.
+pub async fn create_ami(aws: &Aws, region: &str, volumes: &[(&str, Enc)]) -> (String, Vec<String>) {
+    let ec2 = aws.ec2(region);
+    let mut mappings = Vec::new();
+    let mut snaps = Vec::new();
+    for (device, enc) in volumes {
+        let mut v = ec2.create_volume().availability_zone(format!("{region}a")).size(8);
+        match enc {
+            Enc::Key(k) => v = v.encrypted(true).kms_key_id(k),
+            Enc::AwsManaged => {
+                let ebs = aws.kms(region).describe_key().key_id("alias/aws/ebs").send().await.unwrap();
+                v = v.encrypted(true).kms_key_id(ebs.key_metadata().unwrap().arn().unwrap());
+            }
+            Enc::None => {}
+        }
+        let vol = v.send().await.unwrap();
+        let snap = ec2.create_snapshot().volume_id(vol.volume_id().unwrap()).send().await.unwrap();
+        let sid = snap.snapshot_id().unwrap().to_string();
+        mappings.push(
+            BlockDeviceMapping::builder()
+                .device_name(*device)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .snapshot_id(&sid)
+                        .volume_size(8)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
+        snaps.push(sid);
+    }
+    let name = format!("amikey-test-{}", snaps.join("-"));
+    let img = ec2
+        .register_image()
+        .name(name)
+        .root_device_name("/dev/xvda")
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .virtualization_type("hvm")
+        .set_block_device_mappings(Some(mappings))
+        .send()
+        .await
+        .unwrap();
+    (img.image_id().unwrap().to_string(), snaps)
+}
+
+/// Runs `cmd`, returning (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run amikey");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses JSON stdout.
+pub fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+#[allow(dead_code)]
+pub fn repo_path(p: &str) -> PathBuf {
+    repo().join(Path::new(p))
+}
