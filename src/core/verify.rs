@@ -12,11 +12,11 @@ fn lookup<'a>(facts: &'a RegionFacts, reference: &str) -> Option<&'a KeyFacts> {
     }
 }
 
-fn template_fix(region: &str) -> String {
+fn template_fix(region: &str, intended: Option<&str>) -> String {
+    let key = intended.map(str::to_string).unwrap_or_else(|| format!("<CMK ARN in {region}>"));
     format!(
-        "Fix the template: give the amazon-ebs source a customer managed key for this region, \
-         `region_kms_key_ids = {{ \"{region}\" = \"<CMK ARN in {region}>\" }}` (or `kms_key_id` for the build region), \
-         then rebuild"
+        "Fix the template: in the amazon-ebs source set `region_kms_key_ids = {{ \"{region}\" = \"{key}\" }}` \
+         (or `kms_key_id` if {region} is the build region), then rebuild"
     )
 }
 
@@ -184,7 +184,7 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                     push(
                         Code::Unencrypted,
                         Some(snap_id),
-                        format!("{at}: NOT encrypted; expected {expected}. {}", template_fix(region)),
+                        format!("{at}: NOT encrypted; expected {expected}. {}", template_fix(region, intended.map(|k| k.arn.as_str()))),
                     );
                     continue;
                 }
@@ -201,7 +201,7 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                             format!(
                                 "{at}: encrypted with the AWS managed key {found_desc}, expected {expected}. \
                              Snapshots under an AWS managed key can never be shared with other accounts. {}",
-                                template_fix(region)
+                                template_fix(region, intended.map(|k| k.arn.as_str()))
                             ),
                         );
                         continue;
@@ -229,7 +229,7 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                         Some(snap_id),
                         format!(
                             "{at}: encrypted with {found_desc}, expected {expected}. {}",
-                            template_fix(region)
+                            template_fix(region, intended.map(|k| k.arn.as_str()))
                         ),
                     );
                     continue;
