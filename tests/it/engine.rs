@@ -407,3 +407,40 @@ fn bad_input_exits_2_and_calls_nothing() {
         assert!(m.calls().is_empty(), "{args:?} made calls: {:?}", m.calls());
     }
 }
+
+/// The README's IAM policy (docs/iam-producer-policy.json) must allow every call `check` and
+/// `publish` make, so the documented policy cannot drift from the code.
+#[test]
+fn documented_iam_policy_covers_every_call_made() {
+    let m = Moto::take();
+    let (artifact, ..) = seed(&m, &[]);
+    let mut args = publish_args(&artifact);
+    args.extend(["--publish-account", CONSUMER, "--publish-role-name", "amikey-publisher"].map(String::from));
+    assert_eq!(run(m.amikey().args(&args)).0, 0);
+    assert_eq!(run(m.amikey().args(["check", "--artifact", &artifact, "--kms-key-id", "alias/images"])).0, 0);
+    // A wrong key makes check look up the snapshot key's alias too.
+    let _ = run(m.amikey().args(["check", "--artifact", &artifact, "--kms-key-id", "alias/nope"]));
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(crate::moto::repo_path("docs/iam-producer-policy.json")).unwrap()).unwrap();
+    let mut allowed = std::collections::BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        match &st["Action"] {
+            Value::String(a) => {
+                allowed.insert(a.to_lowercase());
+            }
+            Value::Array(v) => allowed.extend(v.iter().map(|a| a.as_str().unwrap().to_lowercase())),
+            _ => panic!("bad Action"),
+        }
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for c in m.calls() {
+        let svc = c["service"].as_str().unwrap().to_lowercase();
+        used.insert(format!("{svc}:{}", c["operation"].as_str().unwrap()).to_lowercase());
+    }
+    // Assuming the publish role happens inside the SDK's credential provider.
+    used.insert("sts:assumerole".into());
+    let missing: Vec<_> = used.difference(&allowed).collect();
+    assert!(missing.is_empty(), "calls not in docs/iam-producer-policy.json: {missing:?} (used: {used:?})");
+    let unused: Vec<_> = allowed.difference(&used).filter(|a| *a != "ssm:addtagstoresource").collect();
+    assert!(unused.is_empty(), "policy grants actions amikey never calls: {unused:?}");
+}
