@@ -250,3 +250,109 @@ pub async fn run_with(
     ));
     Ok(report)
 }
+
+/// The result of `preflight`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreflightReport {
+    /// Per region, sorted.
+    pub regions: Vec<crate::core::preflight::PreflightRegion>,
+}
+
+impl PreflightReport {
+    /// True when no region has an error-level finding.
+    pub fn is_clean(&self) -> bool {
+        self.regions
+            .iter()
+            .all(|r| r.findings.iter().all(|f| f.severity != crate::core::preflight::Severity::Error))
+    }
+
+    /// region → resolved intended key ARN.
+    pub fn key_mapping(&self) -> BTreeMap<String, String> {
+        self.regions
+            .iter()
+            .filter_map(|r| r.intended_kms_key_arn.clone().map(|k| (r.region.clone(), k)))
+            .collect()
+    }
+
+    /// Text rendering.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for r in &self.regions {
+            let mark = if r.findings.iter().any(|f| f.severity == crate::core::preflight::Severity::Error) {
+                "FAIL"
+            } else {
+                "ok  "
+            };
+            let _ = writeln!(out, "{mark} {}", r.region);
+            let _ = writeln!(
+                out,
+                "     intended key: {}",
+                r.intended_kms_key_arn.as_deref().unwrap_or("(unresolved)")
+            );
+            let ebs = match (
+                r.ebs_encryption_by_default,
+                &r.ebs_default_kms_key_arn,
+                r.ebs_default_key_aws_managed,
+            ) {
+                (Some(true), Some(k), Some(true)) => format!("on, with the AWS managed key {k}"),
+                (Some(true), Some(k), _) => format!("on, with {k}"),
+                (Some(true), None, _) => "on".to_string(),
+                (Some(false), ..) => "off".to_string(),
+                (None, ..) => "unknown".to_string(),
+            };
+            let _ = writeln!(out, "     EBS encryption by default: {ebs}");
+            for f in &r.findings {
+                let sev = match f.severity {
+                    crate::core::preflight::Severity::Error => "error",
+                    crate::core::preflight::Severity::Warning => "warning",
+                };
+                let _ = writeln!(out, "     {sev} {}: {}", f.code, f.message);
+            }
+        }
+        out
+    }
+}
+
+/// Runs `preflight` for `regions` (sorted, deduplicated by the caller) with `settings`' keys.
+pub async fn preflight(settings: &Settings, regions: &[String]) -> Result<PreflightReport, EngineError> {
+    let mut errors = Vec::new();
+    for r in regions {
+        if !crate::core::artifact::valid_region(r, settings.skip_region_validation) {
+            errors.push(format!("unknown region {r:?} (check the spelling, or set skip_region_validation)"));
+        }
+    }
+    if regions.is_empty() {
+        errors.push("no regions to check: pass --regions, or set region / region_kms_key_ids".into());
+    }
+    let keys: Vec<Option<String>> = regions
+        .iter()
+        .map(|r| settings.region_kms_key_ids.get(r).or(settings.kms_key_id.as_ref()).cloned())
+        .collect();
+    for k in keys.iter().flatten() {
+        if !intent::is_key_ref(k) {
+            errors.push(format!(
+                "{k:?} is not a KMS key reference (key id, mrk- id, alias/NAME, key or alias ARN)"
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(EngineError::Input(errors));
+    }
+    let aws = Aws::connect(&AwsOptions::from_settings(settings), &regions[0]).await;
+    let results =
+        join_all(regions.iter().zip(&keys).map(|(r, k)| gather::gather_preflight(&aws, r, k.as_deref())))
+            .await;
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for r in results {
+        match r {
+            Ok(f) => out.push(crate::core::preflight::preflight_region(&f)),
+            Err(e) => errs.push(e),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(EngineError::Gather(errs));
+    }
+    Ok(PreflightReport { regions: out })
+}

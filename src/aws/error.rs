@@ -1,6 +1,7 @@
 //! One error type for every AWS call: which operation, in which region (and account), the
 //! service's error code, and a message that says what to do.
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -24,16 +25,44 @@ pub struct AwsError {
 
 impl AwsError {
     /// Converts an SDK error, keeping its code and adding a hint for the common causes.
-    pub fn from_sdk<E, R>(operation: &'static str, region: &str, err: SdkError<E, R>) -> AwsError
+    pub fn from_sdk<E>(operation: &'static str, region: &str, err: SdkError<E, HttpResponse>) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         let code = err.code().map(str::to_string);
-        let message = match (&err, err.message()) {
-            (SdkError::ServiceError(_), Some(m)) => m.to_string(),
-            _ => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
+        let message = match (&err, err.message(), &code) {
+            (SdkError::ServiceError(_), Some(m), _) => m.to_string(),
+            (SdkError::ServiceError(ctx), None, Some(c)) => {
+                format!("{c} (HTTP {})", ctx.raw().status().as_u16())
+            }
+            (SdkError::ServiceError(ctx), None, None) => {
+                let body = ctx
+                    .raw()
+                    .body()
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let body: String =
+                    body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
+                format!(
+                    "HTTP {} with a body that is not an AWS error response: {body:?}",
+                    ctx.raw().status().as_u16()
+                )
+            }
+            (SdkError::ResponseError(ctx), ..) => {
+                format!(
+                    "unreadable response (HTTP {}): {}",
+                    ctx.raw().status().as_u16(),
+                    aws_smithy_types::error::display::DisplayErrorContext(&err)
+                )
+            }
+            _ => {
+                // DisplayErrorContext ends in a Debug dump of the whole chain: keep the prose.
+                let full = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err));
+                full.split(" (").next().unwrap_or(&full).to_string()
+            }
         };
+        let no_credentials = message.contains("loading credentials") || message.contains("no credentials");
         let hint = match code.as_deref() {
             Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => Some(format!(
                 "This identity is not allowed to call {operation}: add it to the identity's IAM policy (README, \"IAM permissions\")"
@@ -44,11 +73,18 @@ impl AwsError {
             Some("AuthFailure" | "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredToken" | "ExpiredTokenException") => {
                 Some("Check the AWS credentials (profile, environment, assume_role)".to_string())
             }
+            None if no_credentials => Some(
+                "No usable AWS credentials: set AWS_PROFILE (or --profile), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 or run where an instance or container role is available"
+                    .to_string(),
+            ),
             None => match &err {
                 SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Some(
                     "No answer from the endpoint: check the network, the region and endpoint_url / AWS_ENDPOINT_URL".to_string(),
                 ),
-                SdkError::ResponseError(_) => Some("The endpoint answered with something that is not an AWS response".to_string()),
+                SdkError::ResponseError(_) | SdkError::ServiceError(_) => {
+                    Some("The endpoint answered with something that is not an AWS response: check endpoint_url / AWS_ENDPOINT_URL".to_string())
+                }
                 _ => None,
             },
             _ => None,

@@ -316,3 +316,38 @@ pub async fn gather_sharing(
     }
     Ok(())
 }
+
+/// Preflight facts for one region: the intended key, EBS encryption by default and its key.
+pub async fn gather_preflight(
+    aws: &Aws,
+    region: &str,
+    intended_key: Option<&str>,
+) -> Result<crate::core::preflight::PreflightFacts, AwsError> {
+    let ec2 = aws.ec2(region);
+    let (intended, by_default, default_key) = tokio::join!(
+        async {
+            match intended_key {
+                Some(k) => describe_key(aws, region, k, false).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        ec2.get_ebs_encryption_by_default().send(),
+        ec2.get_ebs_default_kms_key_id().send(),
+    );
+    let by_default = by_default
+        .map_err(|e| AwsError::from_sdk("GetEbsEncryptionByDefault", region, e))?
+        .ebs_encryption_by_default();
+    let default_ref =
+        default_key.map_err(|e| AwsError::from_sdk("GetEbsDefaultKmsKeyId", region, e))?.kms_key_id;
+    let ebs_default_key = match default_ref {
+        Some(k) => Some(describe_key(aws, region, &k, false).await?),
+        None => None,
+    };
+    Ok(crate::core::preflight::PreflightFacts {
+        region: region.to_string(),
+        intended_key: intended_key.map(str::to_string),
+        intended: intended?,
+        ebs_encryption_by_default: by_default,
+        ebs_default_key,
+    })
+}

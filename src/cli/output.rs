@@ -24,8 +24,8 @@ pub fn error(msg: &str) {
 /// Sets up `tracing` on stderr: warnings by default, `-vv` debug, `RUST_LOG` wins.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 | 1 => "warn",
-        2 => "amikey=debug,info",
+        0 | 1 => "amikey=warn,error",
+        2 => "amikey=debug,warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -82,5 +82,13 @@ pub fn print_report(report: &Report, format: Format) {
                 Err(e) => error(&format!("cannot render JSON: {e}")),
             }
         }
+    }
+}
+
+/// Prints any serialisable value as pretty JSON.
+pub fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => stdout(&(s + "\n")),
+        Err(e) => error(&format!("cannot render JSON: {e}")),
     }
 }

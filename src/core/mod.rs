@@ -6,5 +6,6 @@ pub mod config;
 pub mod facts;
 pub mod intent;
 pub mod plan;
+pub mod preflight;
 pub mod report;
 pub mod verify;

@@ -184,7 +184,10 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                     push(
                         Code::Unencrypted,
                         Some(snap_id),
-                        format!("{at}: NOT encrypted; expected {expected}. {}", template_fix(region, intended.map(|k| k.arn.as_str()))),
+                        format!(
+                            "{at}: NOT encrypted; expected {expected}. {}",
+                            template_fix(region, intended.map(|k| k.arn.as_str()))
+                        ),
                     );
                     continue;
                 }

@@ -420,8 +420,10 @@ fn documented_iam_policy_covers_every_call_made() {
     assert_eq!(run(m.amikey().args(["check", "--artifact", &artifact, "--kms-key-id", "alias/images"])).0, 0);
     // A wrong key makes check look up the snapshot key's alias too.
     let _ = run(m.amikey().args(["check", "--artifact", &artifact, "--kms-key-id", "alias/nope"]));
-    let policy: Value =
-        serde_json::from_str(&std::fs::read_to_string(crate::moto::repo_path("docs/iam-producer-policy.json")).unwrap()).unwrap();
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::moto::repo_path("docs/iam-producer-policy.json")).unwrap(),
+    )
+    .unwrap();
     let mut allowed = std::collections::BTreeSet::new();
     for st in policy["Statement"].as_array().unwrap() {
         match &st["Action"] {
