@@ -51,8 +51,10 @@ fn is_uuid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// `mrk-` and 32 hex digits (AWS), also in the dashed UUID layout some emulators use.
 fn is_mrk(s: &str) -> bool {
-    s.strip_prefix("mrk-").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.strip_prefix("mrk-")
+        .is_some_and(|h| (h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())) || is_uuid(h))
 }
 
 fn is_alias_name(s: &str) -> bool {

@@ -89,7 +89,7 @@ impl Moto {
             Err(e) => panic!("moto emulator unavailable: {e}"),
         };
         let reset = Command::new("curl")
-            .args(["-sf", "-X", "POST", &format!("{}/moto-api/reset", server.endpoint)])
+            .args(["-sf", "-o", "/dev/null", "-X", "POST", &format!("{}/moto-api/reset", server.endpoint)])
             .status()
             .expect("curl");
         assert!(reset.success(), "moto reset failed");
