@@ -79,7 +79,8 @@ pub fn value_len(buf: &[u8]) -> Result<Option<usize>, CodecError> {
             stack.pop();
         }
         if stack.is_empty() {
-            return Ok(Some(pos));
+            // The last object's payload may still be missing.
+            return Ok((pos <= buf.len()).then_some(pos));
         }
         if pos > MAX_MESSAGE {
             return Err(CodecError::TooLarge);
@@ -504,6 +505,13 @@ mod tests {
         let (msg, used) = decode_message(&bytes).unwrap().unwrap();
         assert_eq!((msg.seq, used), (300, bytes.len()));
         assert_eq!(msg.service_method, "A.Bcd");
+    }
+
+    #[test]
+    fn a_truncated_trailing_payload_is_incomplete() {
+        // Found by proptest: a fixstr whose bytes have not arrived yet.
+        assert_eq!(value_len(&[0xa5, b'a']).unwrap(), None);
+        assert_eq!(value_len(&[0x91, 0xcb, 0, 0]).unwrap(), None);
     }
 
     #[test]
