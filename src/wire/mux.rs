@@ -74,6 +74,9 @@ pub struct FrameHeader {
     pub length: u32,
 }
 
+/// A decoded frame: header, Data payload (empty for other types), bytes used.
+pub type Frame<'a> = (FrameHeader, &'a [u8], usize);
+
 /// Largest Data payload [`FrameHeader::decode_frame`] accepts (the `yamux` crate's own limit).
 pub const MAX_DATA_LEN: u32 = 1024 * 1024;
 
@@ -159,7 +162,7 @@ impl FrameHeader {
 
     /// Decodes a whole frame (header plus Data payload) at the start of `buf`: `Ok(None)` until
     /// it is complete.
-    pub fn decode_frame(buf: &[u8]) -> Result<Option<(FrameHeader, &[u8], usize)>, MuxError> {
+    pub fn decode_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, MuxError> {
         let Some((h, used)) = Self::decode(buf)? else {
             return Ok(None);
         };
@@ -184,6 +187,13 @@ impl FrameHeader {
 
 type OpenReply = oneshot::Sender<Result<Stream, MuxError>>;
 
+/// What [`MuxSession::start`] returns: the handle, the inbound streams, the driver task.
+pub type Started = (
+    MuxSession,
+    mpsc::Receiver<Stream>,
+    tokio::task::JoinHandle<Result<(), MuxError>>,
+);
+
 /// A running yamux session: one driver task owning the `yamux::Connection`.
 #[derive(Clone)]
 pub struct MuxSession {
@@ -205,14 +215,7 @@ impl MuxSession {
     /// Starts the driver over `io` in `mode` (the plugin is `Mode::Server`, Packer the client).
     /// Returns the session handle, the inbound streams and the driver's join handle, which
     /// resolves when the session ends (`Ok` on a clean close or EOF).
-    pub fn start<T>(
-        io: T,
-        mode: Mode,
-    ) -> (
-        MuxSession,
-        mpsc::Receiver<Stream>,
-        tokio::task::JoinHandle<Result<(), MuxError>>,
-    )
+    pub fn start<T>(io: T, mode: Mode) -> Started
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
