@@ -4,8 +4,14 @@
 //! - [`core`]: the pure decide-core (configuration, artifact ids, facts, verification, planning,
 //!   reports). No AWS, no I/O.
 //! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
+//! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
+//! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
+//! - [`cli`]: the `amikey` command line.
+//! - [`postprocessor`]: the Packer post-processor, composing `wire` with `core` and `engine`.
 
 pub mod aws;
 pub mod cli;
 pub mod core;
 pub mod engine;
+pub mod postprocessor;
+pub mod wire;

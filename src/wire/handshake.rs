@@ -1,0 +1,282 @@
+//! Process start: argv modes, the magic-cookie check, the listener, and the handshake line.
+//!
+//! * No arguments: a legacy Packer 1.6.x `packer-post-processor-NAME` binary. 3-field line
+//!   `5|unix|/path`, gob ConfigSpec.
+//! * `start post-processor [--protobuf] NAME`: modern Packer. 4-field line `5|0|unix|/path`;
+//!   protobuf ConfigSpec iff `--protobuf` appears anywhere in argv (the SDK strips it from
+//!   anywhere). Packer 1.6.6 also starts `packer-plugin-*` files this way but wants the 3-field
+//!   line, and nothing in argv or env tells the two apart: set `AMIKEY_HANDSHAKE=3` for that.
+//! * `describe` needs no cookie; everything that serves does (PROTOCOL.md §2.5).
+//!
+//! The socket lives in a fresh 0700 directory under the temp dir (`TMPDIR`); after the one
+//! connection is accepted the listener is closed and the socket and directory are removed.
+//! `AMIKEY_PLUGIN_TRANSPORT=tcp` (or a non-unix OS) listens on 127.0.0.1 in
+//! `[PACKER_PLUGIN_MIN_PORT, PACKER_PLUGIN_MAX_PORT]` instead.
+
+use std::path::PathBuf;
+
+use super::hcl_spec::SpecEncoding;
+
+/// The env var Packer sets for its plugins.
+pub const MAGIC_COOKIE_KEY: &str = "PACKER_PLUGIN_MAGIC_COOKIE";
+/// Its value.
+pub const MAGIC_COOKIE_VALUE: &str =
+    "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+/// The SDK's message when the cookie is missing.
+pub const NOT_UNDER_PACKER: &str =
+    "Please do not execute plugins directly. Packer will execute these for you.";
+/// Env override of the handshake line's shape (`3` or `4`).
+pub const HANDSHAKE_ENV: &str = "AMIKEY_HANDSHAKE";
+
+/// Which handshake line Packer expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeVersion {
+    /// `5|network|address` (Packer 1.6.x).
+    Legacy3,
+    /// `5|0|network|address` (Packer ≥ 1.7).
+    Modern4,
+}
+
+/// What argv asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// Print the describe JSON.
+    Describe,
+    /// Print help to stderr.
+    Help,
+    /// Serve one post-processor.
+    Serve {
+        /// Handshake line shape.
+        handshake: HandshakeVersion,
+        /// ConfigSpec encoding.
+        spec: SpecEncoding,
+        /// Component name from `start post-processor NAME` (none in legacy mode).
+        name: Option<String>,
+    },
+}
+
+/// Parses argv (without the program name) and the `AMIKEY_HANDSHAKE` value.
+pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invocation, String> {
+    let protobuf = args.iter().any(|a| a == "--protobuf");
+    let rest: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--protobuf")
+        .collect();
+    let spec = if protobuf {
+        SpecEncoding::Protobuf
+    } else {
+        SpecEncoding::Gob
+    };
+    let forced = match handshake_env {
+        None | Some("") => None,
+        Some("3") => Some(HandshakeVersion::Legacy3),
+        Some("4") => Some(HandshakeVersion::Modern4),
+        Some(other) => return Err(format!("{HANDSHAKE_ENV}={other:?}: expected 3 or 4")),
+    };
+    match rest.as_slice() {
+        [] => Ok(Invocation::Serve {
+            handshake: forced.unwrap_or(HandshakeVersion::Legacy3),
+            spec,
+            name: None,
+        }),
+        ["describe"] => Ok(Invocation::Describe),
+        ["--help" | "-h" | "help"] => Ok(Invocation::Help),
+        ["start", "post-processor", name] => Ok(Invocation::Serve {
+            handshake: forced.unwrap_or(HandshakeVersion::Modern4),
+            spec,
+            name: Some((*name).to_string()),
+        }),
+        ["start", kind, ..] if *kind != "post-processor" => Err(format!(
+            "this plugin has no {kind} components, only a post-processor"
+        )),
+        _ => Err(format!("unexpected arguments {:?}; try --help", args)),
+    }
+}
+
+/// True when the magic cookie has Packer's value.
+pub fn cookie_ok(value: Option<&str>) -> bool {
+    value == Some(MAGIC_COOKIE_VALUE)
+}
+
+/// Where the plugin listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// `127.0.0.1:PORT`.
+    Tcp(std::net::SocketAddr),
+}
+
+/// The handshake line (without newline).
+pub fn handshake_line(version: HandshakeVersion, addr: &ListenAddr) -> String {
+    let (network, address) = match addr {
+        ListenAddr::Unix(p) => ("unix", p.display().to_string()),
+        ListenAddr::Tcp(a) => ("tcp", a.to_string()),
+    };
+    match version {
+        HandshakeVersion::Legacy3 => format!("5|{network}|{address}"),
+        HandshakeVersion::Modern4 => format!("5|0|{network}|{address}"),
+    }
+}
+
+/// Anything the session can run over.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A bound listener that accepts exactly one connection.
+pub enum Listener {
+    /// Unix socket plus the directory that holds it.
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener, PathBuf, PathBuf),
+    /// TCP.
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds per the rules in the module doc. `tcp` forces TCP; `ports` is the MIN/MAX range.
+    pub fn bind(tcp: bool, ports: (u16, u16)) -> std::io::Result<(Listener, ListenAddr)> {
+        #[cfg(unix)]
+        if !tcp {
+            let dir = fresh_dir()?;
+            let path = dir.join("plugin.sock");
+            let l = tokio::net::UnixListener::bind(&path)?;
+            return Ok((Listener::Unix(l, path.clone(), dir), ListenAddr::Unix(path)));
+        }
+        let _ = tcp;
+        let (min, max) = ports;
+        for port in min..=max.max(min) {
+            if let Ok(std_l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                std_l.set_nonblocking(true)?;
+                let addr = std_l.local_addr()?;
+                return Ok((
+                    Listener::Tcp(tokio::net::TcpListener::from_std(std_l)?),
+                    ListenAddr::Tcp(addr),
+                ));
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("no free TCP port in {min}..={max}"),
+        ))
+    }
+
+    /// Accepts the one connection, then closes the listener and removes the socket.
+    pub async fn accept_one(self) -> std::io::Result<Box<dyn Io>> {
+        match self {
+            #[cfg(unix)]
+            Listener::Unix(l, path, dir) => {
+                let accepted = l.accept().await;
+                drop(l);
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_dir(&dir);
+                Ok(Box::new(accepted?.0))
+            }
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Box::new(s))
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn fresh_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut last = None;
+    for attempt in 0..100u32 {
+        let dir = base.join(format!("packer-plugin-amikey-{pid}-{nanos:08x}-{attempt}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("cannot create a socket directory")))
+}
+
+/// Reads `PACKER_PLUGIN_MIN_PORT`/`MAX_PORT` (defaults 10000/25000).
+pub fn port_range(min: Option<&str>, max: Option<&str>) -> (u16, u16) {
+    let min = min.and_then(|s| s.parse().ok()).unwrap_or(10000);
+    let max = max.and_then(|s| s.parse().ok()).unwrap_or(25000);
+    (min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_modes() {
+        assert_eq!(
+            parse_args(&[], None).unwrap(),
+            Invocation::Serve {
+                handshake: HandshakeVersion::Legacy3,
+                spec: SpecEncoding::Gob,
+                name: None
+            }
+        );
+        assert_eq!(
+            parse_args(
+                &args(&["start", "post-processor", "--protobuf", "amikey"]),
+                None
+            )
+            .unwrap(),
+            Invocation::Serve {
+                handshake: HandshakeVersion::Modern4,
+                spec: SpecEncoding::Protobuf,
+                name: Some("amikey".into())
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["start", "post-processor", "x"]), Some("3")).unwrap(),
+            Invocation::Serve {
+                handshake: HandshakeVersion::Legacy3,
+                spec: SpecEncoding::Gob,
+                name: Some("x".into())
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["describe"]), None).unwrap(),
+            Invocation::Describe
+        );
+        assert_eq!(parse_args(&args(&["-h"]), None).unwrap(), Invocation::Help);
+        assert!(parse_args(&args(&["start", "builder", "x"]), None).is_err());
+        assert!(parse_args(&[], Some("5")).is_err());
+    }
+
+    #[test]
+    fn lines() {
+        let a = ListenAddr::Unix("/tmp/p/plugin.sock".into());
+        assert_eq!(
+            handshake_line(HandshakeVersion::Legacy3, &a),
+            "5|unix|/tmp/p/plugin.sock"
+        );
+        assert_eq!(
+            handshake_line(HandshakeVersion::Modern4, &a),
+            "5|0|unix|/tmp/p/plugin.sock"
+        );
+        let t = ListenAddr::Tcp("127.0.0.1:10000".parse().unwrap());
+        assert_eq!(
+            handshake_line(HandshakeVersion::Modern4, &t),
+            "5|0|tcp|127.0.0.1:10000"
+        );
+    }
+
+    #[test]
+    fn cookie() {
+        assert!(cookie_ok(Some(MAGIC_COOKIE_VALUE)));
+        assert!(!cookie_ok(None));
+        assert!(!cookie_ok(Some("x")));
+    }
+}
