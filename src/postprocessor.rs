@@ -36,8 +36,7 @@ use crate::core::report::Report;
 use crate::engine::{self, Mode, Progress, RunOptions};
 use crate::wire::template::{self, TemplateContext};
 use crate::wire::{
-    AttrSpec, ConfigureRequest, CtyType, InputArtifact, PostProcessContext, PostProcessor,
-    ResultArtifact, Ui,
+    AttrSpec, ConfigureRequest, CtyType, InputArtifact, PostProcessContext, PostProcessor, ResultArtifact, Ui,
 };
 
 /// Builder ids whose artifacts are AMIs (`region:ami,…`).
@@ -140,9 +139,7 @@ fn kind_ok(v: &Value, kind: FieldKind) -> bool {
         FieldKind::Bool => v.is_boolean(),
         FieldKind::Number => v.is_number(),
         FieldKind::ListOfString => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-        FieldKind::MapOfString => v
-            .as_object()
-            .is_some_and(|o| o.values().all(Value::is_string)),
+        FieldKind::MapOfString => v.as_object().is_some_and(|o| o.values().all(Value::is_string)),
     }
 }
 
@@ -159,18 +156,10 @@ pub fn decode_settings(block: Map<String, Value>, weak: bool) -> Result<Settings
             ));
             continue;
         };
-        let value = if weak {
-            coerce(value, field.kind)
-        } else {
-            value
-        };
+        let value = if weak { coerce(value, field.kind) } else { value };
         let value = normalize_number(value);
         if !kind_ok(&value, field.kind) {
-            errors.push(format!(
-                "`{key}` must be {}, got {}",
-                field.kind.hcl(),
-                describe(&value)
-            ));
+            errors.push(format!("`{key}` must be {}, got {}", field.kind.hcl(), describe(&value)));
             continue;
         }
         let single: Map<String, Value> = [(key.clone(), value.clone())].into_iter().collect();
@@ -181,13 +170,9 @@ pub fn decode_settings(block: Map<String, Value>, weak: bool) -> Result<Settings
         clean.insert(key, value);
     }
     if !errors.is_empty() {
-        return Err(format!(
-            "amikey: invalid configuration:\n  * {}",
-            errors.join("\n  * ")
-        ));
+        return Err(format!("amikey: invalid configuration:\n  * {}", errors.join("\n  * ")));
     }
-    serde_json::from_value(Value::Object(clean))
-        .map_err(|e| format!("amikey: invalid configuration: {e}"))
+    serde_json::from_value(Value::Object(clean)).map_err(|e| format!("amikey: invalid configuration: {e}"))
 }
 
 fn now_unix() -> String {
@@ -217,19 +202,14 @@ impl PostProcessor for AmikeyPostProcessor {
                 };
                 let mut rendered = Map::new();
                 for (k, v) in user {
-                    let v = template::render_value(&v, &ctx)
-                        .map_err(|e| format!("amikey: `{k}`: {e}"))?;
+                    let v = template::render_value(&v, &ctx).map_err(|e| format!("amikey: `{k}`: {e}"))?;
                     if !v.is_null() {
                         rendered.insert(k, v);
                     }
                 }
                 decode_settings(rendered, true)?
             }
-            ConfigureRequest::Hcl2 {
-                config,
-                has_unknowns,
-                ..
-            } => {
+            ConfigureRequest::Hcl2 { config, has_unknowns, .. } => {
                 let Value::Object(block) = config else {
                     return Err(format!(
                         "amikey: the HCL2 block decoded to {}, not an object",
@@ -288,17 +268,14 @@ impl AmikeyPostProcessor {
     ) -> Result<ResultArtifact, String> {
         let builder_id = ctx.input.builder_id().await?;
         check_builder(&builder_id)?;
-        let settings = self.settings().ok_or(
-            "amikey: PostProcess called before a successful Configure (this is a Packer bug)",
-        )?;
+        let settings = self
+            .settings()
+            .ok_or("amikey: PostProcess called before a successful Configure (this is a Packer bug)")?;
         let id = ctx.input.id().await?;
         let amis = AmiSet::parse_artifact(&id, settings.skip_region_validation).map_err(|e| {
             format!("amikey: cannot read the AMI list {id:?} of the {builder_id} artifact: {e}")
         })?;
-        let _ = ctx
-            .ui
-            .say(&format!("amikey: verifying {} AMI(s)", amis.0.len()))
-            .await;
+        let _ = ctx.ui.say(&format!("amikey: verifying {} AMI(s)", amis.0.len())).await;
         for (region, ami) in &amis.0 {
             let _ = ctx.ui.message(&format!("{region}: {ami}")).await;
         }
@@ -306,10 +283,7 @@ impl AmikeyPostProcessor {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = async {
             let progress = ChannelProgress(tx);
-            let opts = RunOptions {
-                mode: Mode::Publish,
-                dry_run: false,
-            };
+            let opts = RunOptions { mode: Mode::Publish, dry_run: false };
             engine::run(&settings, &amis, opts, &progress, &ctx.cancel).await
         };
         let forward = async {
@@ -439,11 +413,7 @@ mod tests {
     }
 
     fn hcl_req(config: Value, has_unknowns: bool) -> ConfigureRequest {
-        ConfigureRequest::Hcl2 {
-            builder_vars: BTreeMap::new(),
-            config,
-            has_unknowns,
-        }
+        ConfigureRequest::Hcl2 { builder_vars: BTreeMap::new(), config, has_unknowns }
     }
 
     #[test]
@@ -477,17 +447,11 @@ mod tests {
         let pp = AmikeyPostProcessor::new();
         let e = pp.configure(json_req(json!({"kms_key": "x"}))).unwrap_err();
         assert!(e.contains("`kms_key`"), "{e}");
-        let e = pp
-            .configure(hcl_req(json!({"max_retries": "lots"}), false))
-            .unwrap_err();
+        let e = pp.configure(hcl_req(json!({"max_retries": "lots"}), false)).unwrap_err();
         assert!(e.contains("`max_retries` must be number"), "{e}");
-        let e = pp
-            .configure(hcl_req(json!({"on_violation": "explode"}), false))
-            .unwrap_err();
+        let e = pp.configure(hcl_req(json!({"on_violation": "explode"}), false)).unwrap_err();
         assert!(e.contains("`on_violation`"), "{e}");
-        let e = pp
-            .configure(json_req(json!({"kms_key_id": "{{uuid}}"})))
-            .unwrap_err();
+        let e = pp.configure(json_req(json!({"kms_key_id": "{{uuid}}"}))).unwrap_err();
         assert!(e.contains("uuid") && e.contains("kms_key_id"), "{e}");
         assert!(pp.settings().is_none());
     }
@@ -495,32 +459,22 @@ mod tests {
     #[test]
     fn hcl2_drops_nulls_and_tolerates_unknowns_on_the_first_call() {
         let pp = AmikeyPostProcessor::new();
-        let mut block: Map<String, Value> = FIELDS
-            .iter()
-            .map(|f| (f.name.to_string(), Value::Null))
-            .collect();
+        let mut block: Map<String, Value> =
+            FIELDS.iter().map(|f| (f.name.to_string(), Value::Null)).collect();
         block.insert("kms_key_id".into(), json!("<unknown>"));
         block.insert("ami_users".into(), json!(["111122223333"]));
-        pp.configure(hcl_req(Value::Object(block.clone()), true))
-            .unwrap();
+        pp.configure(hcl_req(Value::Object(block.clone()), true)).unwrap();
         assert_eq!(pp.settings().unwrap().kms_key_id, None);
         block.insert("kms_key_id".into(), json!("alias/real"));
         pp.configure(hcl_req(Value::Object(block), false)).unwrap();
-        assert_eq!(
-            pp.settings().unwrap().kms_key_id.as_deref(),
-            Some("alias/real")
-        );
+        assert_eq!(pp.settings().unwrap().kms_key_id.as_deref(), Some("alias/real"));
     }
 
     #[test]
     fn builder_check() {
         assert!(check_builder("mitchellh.amazonebs").is_ok());
         assert!(check_builder("mitchellh.amazon.chroot").is_ok());
-        assert!(
-            check_builder(EBSVOLUME_BUILDER)
-                .unwrap_err()
-                .contains("volumes")
-        );
+        assert!(check_builder(EBSVOLUME_BUILDER).unwrap_err().contains("volumes"));
         let e = check_builder("packer.null").unwrap_err();
         assert!(e.contains("unsupported builder \"packer.null\""), "{e}");
     }
@@ -538,23 +492,14 @@ mod tests {
             }],
             ..Report::default()
         };
-        let a = success_artifact(
-            "mitchellh.amazonebs".into(),
-            "us-east-1:ami-0123456789abcdef0".into(),
-            &report,
-        );
+        let a =
+            success_artifact("mitchellh.amazonebs".into(), "us-east-1:ami-0123456789abcdef0".into(), &report);
         assert!(a.keep && a.force_override);
         assert_eq!(
             a.state["generated_data"]["KmsKeyArn_us_east_1"],
             json!("arn:aws:kms:us-east-1:111122223333:key/k")
         );
-        assert_eq!(
-            a.state["atlas.artifact.metadata"]["region.us-east-1"],
-            json!("ami-0123456789abcdef0")
-        );
-        assert_eq!(
-            a.state["par.artifact.metadata"][0]["ProviderName"],
-            json!("aws")
-        );
+        assert_eq!(a.state["atlas.artifact.metadata"]["region.us-east-1"], json!("ami-0123456789abcdef0"));
+        assert_eq!(a.state["par.artifact.metadata"][0]["ProviderName"], json!("aws"));
     }
 }

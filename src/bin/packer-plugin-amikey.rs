@@ -58,11 +58,7 @@ fn main() -> ExitCode {
             eprint!("{HELP}");
             return ExitCode::SUCCESS;
         }
-        Invocation::Serve {
-            handshake,
-            spec,
-            name,
-        } => (handshake, spec, name),
+        Invocation::Serve { handshake, spec, name } => (handshake, spec, name),
     };
     if !handshake::cookie_ok(std::env::var(handshake::MAGIC_COOKIE_KEY).ok().as_deref()) {
         eprintln!("{}", handshake::NOT_UNDER_PACKER);
@@ -78,11 +74,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("packer-plugin-amikey: cannot start the async runtime: {e}");
@@ -127,10 +119,7 @@ async fn serve(
         writeln!(out, "{}", handshake::handshake_line(version, &addr))?;
         out.flush()?;
     }
-    tracing::info!(
-        "amikey {} serving on {addr:?} ({spec:?} ConfigSpec)",
-        env!("CARGO_PKG_VERSION")
-    );
+    tracing::info!("amikey {} serving on {addr:?} ({spec:?} ConfigSpec)", env!("CARGO_PKG_VERSION"));
     let io = listener.accept_one().await?;
     amikey::wire::server::serve(io, Arc::new(AmikeyPostProcessor::new()), spec).await?;
     tracing::info!("Packer closed the connection; exiting");

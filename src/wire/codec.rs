@@ -230,9 +230,7 @@ pub fn decode_message(buf: &[u8]) -> Result<Option<(Message, usize)>, CodecError
     let mut error = None;
     // Decode by key, never by position: hashicorp/go-msgpack sorts keys, ugorji does not.
     let Value::Map(entries) = header else {
-        return Err(CodecError::BadHeader(format!(
-            "expected a map, got {header}"
-        )));
+        return Err(CodecError::BadHeader(format!("expected a map, got {header}")));
     };
     for (k, v) in entries {
         match as_text(&k).as_deref() {
@@ -245,15 +243,7 @@ pub fn decode_message(buf: &[u8]) -> Result<Option<(Message, usize)>, CodecError
     let service_method =
         service_method.ok_or_else(|| CodecError::BadHeader("no ServiceMethod string".into()))?;
     let seq = seq.ok_or_else(|| CodecError::BadHeader("no unsigned Seq".into()))?;
-    Ok(Some((
-        Message {
-            service_method,
-            seq,
-            error,
-            body,
-        },
-        used_header + used_body,
-    )))
+    Ok(Some((Message { service_method, seq, error, body }, used_header + used_body)))
 }
 
 /// A msgpack str or bin as text (Go decodes either into a `string`).
@@ -287,11 +277,7 @@ pub fn encode_response(
         (str_value("Seq"), Value::from(seq)),
         (str_value("Error"), str_value(error)),
     ]);
-    if error.is_empty() {
-        encode_pair(&header, body)
-    } else {
-        encode_pair(&header, &Value::Map(Vec::new()))
-    }
+    if error.is_empty() { encode_pair(&header, body) } else { encode_pair(&header, &Value::Map(Vec::new())) }
 }
 
 fn encode_pair(header: &Value, body: &Value) -> Result<Vec<u8>, CodecError> {
@@ -318,10 +304,9 @@ pub fn struct_value(fields: Vec<(&str, Value)>) -> Value {
 /// Looks up a string key in a msgpack map (str or bin keys).
 pub fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     match v {
-        Value::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| as_text(k).as_deref() == Some(key))
-            .map(|(_, v)| v),
+        Value::Map(entries) => {
+            entries.iter().find(|(k, _)| as_text(k).as_deref() == Some(key)).map(|(_, v)| v)
+        }
         _ => None,
     }
 }
@@ -378,11 +363,7 @@ pub fn from_json(v: &serde_json::Value) -> Value {
         }
         J::String(s) => str_value(s),
         J::Array(a) => Value::Array(a.iter().map(from_json).collect()),
-        J::Object(o) => Value::Map(
-            o.iter()
-                .map(|(k, v)| (str_value(k), from_json(v)))
-                .collect(),
-        ),
+        J::Object(o) => Value::Map(o.iter().map(|(k, v)| (str_value(k), from_json(v))).collect()),
     }
 }
 
@@ -392,10 +373,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     // captures/json-template-session.txt frame [6]: PostProcessor.PostProcess(1).
@@ -440,24 +418,13 @@ mod tests {
     #[test]
     fn encodes_captured_error_response_with_empty_map_body() {
         // Frame [34]: Ui.Bogus -> Error "rpc: can't find method Ui.Bogus", body {}.
-        let want = hex(
-            "83 ad 53 65 72 76 69 63 65 4d 65 74 68 6f 64 a8 55 69 2e 42 6f 67 75 73
+        let want = hex("83 ad 53 65 72 76 69 63 65 4d 65 74 68 6f 64 a8 55 69 2e 42 6f 67 75 73
             a3 53 65 71 0b a5 45 72 72 6f 72 bf 72 70 63 3a 20 63 61 6e 27 74 20 66
-            69 6e 64 20 6d 65 74 68 6f 64 20 55 69 2e 42 6f 67 75 73 80",
-        );
-        let out = encode_response(
-            "Ui.Bogus",
-            11,
-            "rpc: can't find method Ui.Bogus",
-            &Value::Nil,
-        )
-        .unwrap();
+            69 6e 64 20 6d 65 74 68 6f 64 20 55 69 2e 42 6f 67 75 73 80");
+        let out = encode_response("Ui.Bogus", 11, "rpc: can't find method Ui.Bogus", &Value::Nil).unwrap();
         assert_eq!(out, want);
         let (msg, _) = decode_message(&want).unwrap().unwrap();
-        assert_eq!(
-            msg.error.as_deref(),
-            Some("rpc: can't find method Ui.Bogus")
-        );
+        assert_eq!(msg.error.as_deref(), Some("rpc: can't find method Ui.Bogus"));
     }
 
     #[test]
@@ -480,17 +447,10 @@ mod tests {
     #[test]
     fn encodes_ui_say_with_str8() {
         // Frame [11]: a 37-byte string goes out as str8 (d9 25).
-        let want = hex(
-            "82 ad 53 65 72 76 69 63 65 4d 65 74 68 6f 64 a6 55 69 2e 53 61 79
+        let want = hex("82 ad 53 65 72 76 69 63 65 4d 65 74 68 6f 64 a6 55 69 2e 53 61 79
             a3 53 65 71 00 d9 25 66 61 6b 65 20 70 6f 73 74 2d 70 72 6f 63 65 73 73 6f 72
-            3a 20 68 65 6c 6c 6f 20 76 69 61 20 55 69 2e 53 61 79",
-        );
-        let out = encode_request(
-            "Ui.Say",
-            0,
-            &str_value("fake post-processor: hello via Ui.Say"),
-        )
-        .unwrap();
+            3a 20 68 65 6c 6c 6f 20 76 69 61 20 55 69 2e 53 61 79");
+        let out = encode_request("Ui.Say", 0, &str_value("fake post-processor: hello via Ui.Say")).unwrap();
         assert_eq!(out, want);
     }
 
@@ -527,26 +487,14 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(
-            decode_message(&[0xc1]),
-            Err(CodecError::InvalidMarker { .. })
-        ));
-        assert!(matches!(
-            decode_message(&[0x01, 0xc0]),
-            Err(CodecError::BadHeader(_))
-        ));
+        assert!(matches!(decode_message(&[0xc1]), Err(CodecError::InvalidMarker { .. })));
+        assert!(matches!(decode_message(&[0x01, 0xc0]), Err(CodecError::BadHeader(_))));
         // A 1-Mi-element array claim: incomplete, and nothing is allocated for it.
         assert_eq!(decode_value(&[0xdd, 0x00, 0x10, 0x00, 0x00]).unwrap(), None);
         // A 4-Gi-element claim is refused outright.
-        assert_eq!(
-            decode_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
-            Err(CodecError::TooLarge)
-        );
+        assert_eq!(decode_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]), Err(CodecError::TooLarge));
         // A bin32 claim beyond the cap is refused outright.
-        assert_eq!(
-            decode_value(&[0xc6, 0xff, 0xff, 0xff, 0xff]),
-            Err(CodecError::TooLarge)
-        );
+        assert_eq!(decode_value(&[0xc6, 0xff, 0xff, 0xff, 0xff]), Err(CodecError::TooLarge));
         let deep = vec![0x91u8; MAX_DEPTH + 5];
         assert_eq!(decode_value(&deep), Err(CodecError::TooDeep));
     }
@@ -555,9 +503,6 @@ mod tests {
     fn json_round_trip() {
         let j = serde_json::json!({"a": [1, -2, 3.5, true, null, "s"], "b": {"c": "d"}});
         assert_eq!(to_json(&from_json(&j)), j);
-        assert_eq!(
-            to_json(&Value::Binary(b"{}".to_vec())),
-            serde_json::json!("{}")
-        );
+        assert_eq!(to_json(&Value::Binary(b"{}".to_vec())), serde_json::json!("{}"));
     }
 }

@@ -61,13 +61,8 @@ pub struct ConnWriter {
 pub fn split(stream: Stream) -> (ConnReader, ConnWriter) {
     let (r, w) = stream.split();
     (
-        ConnReader {
-            io: r,
-            buf: Vec::with_capacity(4096),
-        },
-        ConnWriter {
-            io: Arc::new(tokio::sync::Mutex::new(w)),
-        },
+        ConnReader { io: r, buf: Vec::with_capacity(4096) },
+        ConnWriter { io: Arc::new(tokio::sync::Mutex::new(w)) },
     )
 }
 
@@ -85,11 +80,7 @@ impl ConnReader {
             }
             let n = self.io.read(&mut chunk).await?;
             if n == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ConnError::Truncated)
-                };
+                return if self.buf.is_empty() { Ok(None) } else { Err(ConnError::Truncated) };
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -134,10 +125,8 @@ impl RpcClient {
             let why = loop {
                 match reader.read_message().await {
                     Ok(Some(msg)) => {
-                        let waiter = routes
-                            .lock()
-                            .ok()
-                            .and_then(|mut p| p.as_mut().and_then(|p| p.remove(&msg.seq)));
+                        let waiter =
+                            routes.lock().ok().and_then(|mut p| p.as_mut().and_then(|p| p.remove(&msg.seq)));
                         let Some(waiter) = waiter else {
                             tracing::warn!("rpc client: reply with unknown Seq {}", msg.seq);
                             continue;
@@ -158,24 +147,17 @@ impl RpcClient {
                 let _ = w.send(Err(RpcError::Closed(why.clone())));
             }
         });
-        RpcClient {
-            writer,
-            seq: Arc::new(AtomicU64::new(0)),
-            pending,
-        }
+        RpcClient { writer, seq: Arc::new(AtomicU64::new(0)), pending }
     }
 
     /// Calls `service_method` with `body` and waits for the reply body.
     pub async fn call(&self, service_method: &str, body: Value) -> Result<Value, RpcError> {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        let bytes = codec::encode_request(service_method, seq, &body)
-            .map_err(|e| RpcError::Closed(e.to_string()))?;
+        let bytes =
+            codec::encode_request(service_method, seq, &body).map_err(|e| RpcError::Closed(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = self
-                .pending
-                .lock()
-                .map_err(|_| RpcError::Closed("poisoned".into()))?;
+            let mut pending = self.pending.lock().map_err(|_| RpcError::Closed("poisoned".into()))?;
             match pending.as_mut() {
                 Some(p) => p.insert(seq, tx),
                 None => return Err(RpcError::Closed("stream closed".into())),
@@ -189,8 +171,7 @@ impl RpcClient {
             }
             return Err(RpcError::Closed(e.to_string()));
         }
-        rx.await
-            .map_err(|_| RpcError::Closed("stream closed".into()))?
+        rx.await.map_err(|_| RpcError::Closed("stream closed".into()))?
     }
 
     /// Half-closes the stream.
@@ -215,10 +196,7 @@ pub async fn serve_rpc<S: Service>(stream: Stream, service: Arc<S>) -> Result<()
     let (mut reader, writer) = split(stream);
     while let Some(msg) = reader.read_message().await? {
         if msg.is_response() {
-            tracing::warn!(
-                "rpc server: ignoring a response ({}) on a server stream",
-                msg.service_method
-            );
+            tracing::warn!("rpc server: ignoring a response ({}) on a server stream", msg.service_method);
             continue;
         }
         let service = service.clone();

@@ -54,10 +54,7 @@ pub fn decode(bytes: &[u8]) -> Result<CtyValue, CtyError> {
     };
     check_type(&ty, 0)?;
     let has_unknowns = contains_unknown(&value);
-    Ok(CtyValue {
-        value,
-        has_unknowns,
-    })
+    Ok(CtyValue { value, has_unknowns })
 }
 
 fn check_type(t: &Value, depth: usize) -> Result<(), CtyError> {
@@ -128,14 +125,8 @@ mod tests {
         assert!(matches!(decode(b"nope"), Err(CtyError::Json(_))));
         assert_eq!(decode(b"{}"), Err(CtyError::NotWrapped));
         assert_eq!(decode(br#"{"value":1}"#), Err(CtyError::NotWrapped));
-        assert!(matches!(
-            decode(br#"{"value":1,"type":"int"}"#),
-            Err(CtyError::BadType(_))
-        ));
-        assert!(matches!(
-            decode(br#"{"value":1,"type":["list"]}"#),
-            Err(CtyError::BadType(_))
-        ));
+        assert!(matches!(decode(br#"{"value":1,"type":"int"}"#), Err(CtyError::BadType(_))));
+        assert!(matches!(decode(br#"{"value":1,"type":["list"]}"#), Err(CtyError::BadType(_))));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(decode(deep.as_bytes()).is_err());
     }

@@ -20,8 +20,7 @@ use super::hcl_spec::SpecEncoding;
 /// The env var Packer sets for its plugins.
 pub const MAGIC_COOKIE_KEY: &str = "PACKER_PLUGIN_MAGIC_COOKIE";
 /// Its value.
-pub const MAGIC_COOKIE_VALUE: &str =
-    "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+pub const MAGIC_COOKIE_VALUE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
 /// The SDK's message when the cookie is missing.
 pub const NOT_UNDER_PACKER: &str =
     "Please do not execute plugins directly. Packer will execute these for you.";
@@ -58,16 +57,8 @@ pub enum Invocation {
 /// Parses argv (without the program name) and the `AMIKEY_HANDSHAKE` value.
 pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invocation, String> {
     let protobuf = args.iter().any(|a| a == "--protobuf");
-    let rest: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| *a != "--protobuf")
-        .collect();
-    let spec = if protobuf {
-        SpecEncoding::Protobuf
-    } else {
-        SpecEncoding::Gob
-    };
+    let rest: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--protobuf").collect();
+    let spec = if protobuf { SpecEncoding::Protobuf } else { SpecEncoding::Gob };
     let forced = match handshake_env {
         None | Some("") => None,
         Some("3") => Some(HandshakeVersion::Legacy3),
@@ -75,11 +66,9 @@ pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invoca
         Some(other) => return Err(format!("{HANDSHAKE_ENV}={other:?}: expected 3 or 4")),
     };
     match rest.as_slice() {
-        [] => Ok(Invocation::Serve {
-            handshake: forced.unwrap_or(HandshakeVersion::Legacy3),
-            spec,
-            name: None,
-        }),
+        [] => {
+            Ok(Invocation::Serve { handshake: forced.unwrap_or(HandshakeVersion::Legacy3), spec, name: None })
+        }
         ["describe"] => Ok(Invocation::Describe),
         ["--help" | "-h" | "help"] => Ok(Invocation::Help),
         ["start", "post-processor", name] => Ok(Invocation::Serve {
@@ -87,9 +76,9 @@ pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invoca
             spec,
             name: Some((*name).to_string()),
         }),
-        ["start", kind, ..] if *kind != "post-processor" => Err(format!(
-            "this plugin has no {kind} components, only a post-processor"
-        )),
+        ["start", kind, ..] if *kind != "post-processor" => {
+            Err(format!("this plugin has no {kind} components, only a post-processor"))
+        }
         _ => Err(format!("unexpected arguments {:?}; try --help", args)),
     }
 }
@@ -149,16 +138,10 @@ impl Listener {
             if let Ok(std_l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
                 std_l.set_nonblocking(true)?;
                 let addr = std_l.local_addr()?;
-                return Ok((
-                    Listener::Tcp(tokio::net::TcpListener::from_std(std_l)?),
-                    ListenAddr::Tcp(addr),
-                ));
+                return Ok((Listener::Tcp(tokio::net::TcpListener::from_std(std_l)?), ListenAddr::Tcp(addr)));
             }
         }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            format!("no free TCP port in {min}..={max}"),
-        ))
+        Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("no free TCP port in {min}..={max}")))
     }
 
     /// Accepts the one connection, then closes the listener and removes the socket.
@@ -220,18 +203,10 @@ mod tests {
     fn argv_modes() {
         assert_eq!(
             parse_args(&[], None).unwrap(),
-            Invocation::Serve {
-                handshake: HandshakeVersion::Legacy3,
-                spec: SpecEncoding::Gob,
-                name: None
-            }
+            Invocation::Serve { handshake: HandshakeVersion::Legacy3, spec: SpecEncoding::Gob, name: None }
         );
         assert_eq!(
-            parse_args(
-                &args(&["start", "post-processor", "--protobuf", "amikey"]),
-                None
-            )
-            .unwrap(),
+            parse_args(&args(&["start", "post-processor", "--protobuf", "amikey"]), None).unwrap(),
             Invocation::Serve {
                 handshake: HandshakeVersion::Modern4,
                 spec: SpecEncoding::Protobuf,
@@ -246,10 +221,7 @@ mod tests {
                 name: Some("x".into())
             }
         );
-        assert_eq!(
-            parse_args(&args(&["describe"]), None).unwrap(),
-            Invocation::Describe
-        );
+        assert_eq!(parse_args(&args(&["describe"]), None).unwrap(), Invocation::Describe);
         assert_eq!(parse_args(&args(&["-h"]), None).unwrap(), Invocation::Help);
         assert!(parse_args(&args(&["start", "builder", "x"]), None).is_err());
         assert!(parse_args(&[], Some("5")).is_err());
@@ -258,19 +230,10 @@ mod tests {
     #[test]
     fn lines() {
         let a = ListenAddr::Unix("/tmp/p/plugin.sock".into());
-        assert_eq!(
-            handshake_line(HandshakeVersion::Legacy3, &a),
-            "5|unix|/tmp/p/plugin.sock"
-        );
-        assert_eq!(
-            handshake_line(HandshakeVersion::Modern4, &a),
-            "5|0|unix|/tmp/p/plugin.sock"
-        );
+        assert_eq!(handshake_line(HandshakeVersion::Legacy3, &a), "5|unix|/tmp/p/plugin.sock");
+        assert_eq!(handshake_line(HandshakeVersion::Modern4, &a), "5|0|unix|/tmp/p/plugin.sock");
         let t = ListenAddr::Tcp("127.0.0.1:10000".parse().unwrap());
-        assert_eq!(
-            handshake_line(HandshakeVersion::Modern4, &t),
-            "5|0|tcp|127.0.0.1:10000"
-        );
+        assert_eq!(handshake_line(HandshakeVersion::Modern4, &t), "5|0|tcp|127.0.0.1:10000");
     }
 
     #[test]

@@ -82,11 +82,7 @@ fn put_uint(out: &mut Vec<u8>, v: u64) {
 }
 
 fn put_int(out: &mut Vec<u8>, v: i64) {
-    let u = if v < 0 {
-        ((!v as u64) << 1) | 1
-    } else {
-        (v as u64) << 1
-    };
+    let u = if v < 0 { ((!v as u64) << 1) | 1 } else { (v as u64) << 1 };
     put_uint(out, u);
 }
 
@@ -169,12 +165,7 @@ const HCLDEC_ATTR: &str = "*hcldec.AttrSpec";
 /// (`gobType{Version int; Impl interface}`; see go-cty `cty/gob.go`).
 fn cty_gob(ty: &CtyType) -> Vec<u8> {
     let mut out = Vec::new();
-    def_struct(
-        &mut out,
-        "gobType",
-        65,
-        &[("Version", T_INT), ("Impl", T_INTERFACE)],
-    );
+    def_struct(&mut out, "gobType", 65, &[("Version", T_INT), ("Impl", T_INTERFACE)]);
     let (impl_name, impl_body) = match ty {
         CtyType::String | CtyType::Number | CtyType::Bool => {
             def_struct(&mut out, "primitiveType", 66, &[("Kind", T_UINT)]);
@@ -215,32 +206,18 @@ pub fn encode_gob_spec(attrs: &[AttrSpec]) -> Vec<u8> {
     let mut out = Vec::new();
     def_map(&mut out, "ObjectSpec", 65, T_STRING, T_INTERFACE);
     def_gob_encoder(&mut out, "Type", 66);
-    def_struct(
-        &mut out,
-        "AttrSpec",
-        67,
-        &[("Name", T_STRING), ("Type", 66), ("Required", T_BOOL)],
-    );
+    def_struct(&mut out, "AttrSpec", 67, &[("Name", T_STRING), ("Type", 66), ("Required", T_BOOL)]);
     def_struct(
         &mut out,
         "BlockSpec",
         68,
-        &[
-            ("TypeName", T_STRING),
-            ("Nested", T_INTERFACE),
-            ("Required", T_BOOL),
-        ],
+        &[("TypeName", T_STRING), ("Nested", T_INTERFACE), ("Required", T_BOOL)],
     );
     def_struct(
         &mut out,
         "BlockListSpec",
         69,
-        &[
-            ("TypeName", T_STRING),
-            ("Nested", T_INTERFACE),
-            ("MinItems", T_INT),
-            ("MaxItems", T_INT),
-        ],
+        &[("TypeName", T_STRING), ("Nested", T_INTERFACE), ("MinItems", T_INT), ("MaxItems", T_INT)],
     );
     let sorted: BTreeMap<&str, &AttrSpec> = attrs.iter().map(|a| (a.name.as_str(), a)).collect();
     let mut v = Vec::new();
@@ -308,22 +285,12 @@ impl<'a> Reader<'a> {
     }
     fn int(&mut self) -> Result<i64, GobError> {
         let u = self.uint()?;
-        Ok(if u & 1 == 1 {
-            !((u >> 1) as i64)
-        } else {
-            (u >> 1) as i64
-        })
+        Ok(if u & 1 == 1 { !((u >> 1) as i64) } else { (u >> 1) as i64 })
     }
     fn bytes(&mut self) -> Result<&'a [u8], GobError> {
         let n = usize::try_from(self.uint()?).map_err(|_| GobError("length overflow".into()))?;
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(GobError("length overflow".into()))?;
-        let b = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(GobError("truncated".into()))?;
+        let end = self.pos.checked_add(n).ok_or(GobError("length overflow".into()))?;
+        let b = self.buf.get(self.pos..end).ok_or(GobError("truncated".into()))?;
         self.pos = end;
         Ok(b)
     }
@@ -481,8 +448,7 @@ impl Decoder {
                             break;
                         }
                         field = field.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
-                        let Some((fname, fid)) =
-                            usize::try_from(field).ok().and_then(|f| fields.get(f))
+                        let Some((fname, fid)) = usize::try_from(field).ok().and_then(|f| fields.get(f))
                         else {
                             return gerr("struct field index out of range");
                         };
@@ -508,10 +474,7 @@ impl Decoder {
 
     /// Reads a stream: definitions, then exactly one value.
     fn stream(buf: &[u8], depth: usize) -> Result<GobValue, GobError> {
-        let mut d = Decoder {
-            types: HashMap::new(),
-            depth,
-        };
+        let mut d = Decoder { types: HashMap::new(), depth };
         let mut r = Reader { buf, pos: 0 };
         while !r.done() {
             let msg = r.bytes()?;
@@ -557,11 +520,7 @@ fn decode_cty(buf: &[u8], depth: usize) -> Result<CtyType, GobError> {
                 return gerr("collection without ElementTypeT");
             };
             let elem = Box::new(decode_cty(b, depth + 1)?);
-            Ok(if name == CTY_LIST {
-                CtyType::List(elem)
-            } else {
-                CtyType::Map(elem)
-            })
+            Ok(if name == CTY_LIST { CtyType::List(elem) } else { CtyType::Map(elem) })
         }
         other => gerr(format!("unsupported cty type {other}")),
     }
@@ -595,11 +554,7 @@ pub fn decode_gob_spec(buf: &[u8]) -> Result<Vec<AttrSpec>, GobError> {
             return gerr(format!("{key}: AttrSpec without Type"));
         };
         let required = matches!(field(&fields, "Required"), Some(GobValue::Bool(true)));
-        out.push(AttrSpec {
-            name,
-            ty: decode_cty(ty, 1)?,
-            required,
-        });
+        out.push(AttrSpec { name, ty: decode_cty(ty, 1)?, required });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
@@ -611,25 +566,17 @@ pub fn decode_gob_spec(buf: &[u8]) -> Result<Vec<AttrSpec>, GobError> {
 fn proto_type(ty: &CtyType) -> proto::CtyType {
     use proto::cty_type::TypeDef;
     let def = match ty {
-        CtyType::String => TypeDef::Primitive(proto::CtyPrimitive {
-            type_string: "cty.String".into(),
-        }),
-        CtyType::Number => TypeDef::Primitive(proto::CtyPrimitive {
-            type_string: "cty.Number".into(),
-        }),
-        CtyType::Bool => TypeDef::Primitive(proto::CtyPrimitive {
-            type_string: "cty.Bool".into(),
-        }),
-        CtyType::List(e) => TypeDef::List(Box::new(proto::CtyList {
-            element_type: Some(Box::new(proto_type(e))),
-        })),
-        CtyType::Map(e) => TypeDef::Map(Box::new(proto::CtyMap {
-            element_type: Some(Box::new(proto_type(e))),
-        })),
+        CtyType::String => TypeDef::Primitive(proto::CtyPrimitive { type_string: "cty.String".into() }),
+        CtyType::Number => TypeDef::Primitive(proto::CtyPrimitive { type_string: "cty.Number".into() }),
+        CtyType::Bool => TypeDef::Primitive(proto::CtyPrimitive { type_string: "cty.Bool".into() }),
+        CtyType::List(e) => {
+            TypeDef::List(Box::new(proto::CtyList { element_type: Some(Box::new(proto_type(e))) }))
+        }
+        CtyType::Map(e) => {
+            TypeDef::Map(Box::new(proto::CtyMap { element_type: Some(Box::new(proto_type(e))) }))
+        }
     };
-    proto::CtyType {
-        type_def: Some(def),
-    }
+    proto::CtyType { type_def: Some(def) }
 }
 
 /// The protobuf `Spec{object}` for `attrs`.
@@ -647,9 +594,7 @@ pub fn to_proto(attrs: &[AttrSpec]) -> proto::Spec {
             (a.name.clone(), spec)
         })
         .collect();
-    proto::Spec {
-        block: Some(proto::spec::Block::Object(proto::Object { attributes })),
-    }
+    proto::Spec { block: Some(proto::spec::Block::Object(proto::Object { attributes })) }
 }
 
 fn from_proto_type(t: &proto::CtyType) -> Option<CtyType> {
@@ -661,12 +606,8 @@ fn from_proto_type(t: &proto::CtyType) -> Option<CtyType> {
             "cty.Bool" => Some(CtyType::Bool),
             _ => None,
         },
-        TypeDef::List(l) => Some(CtyType::List(Box::new(from_proto_type(
-            l.element_type.as_ref()?,
-        )?))),
-        TypeDef::Map(m) => Some(CtyType::Map(Box::new(from_proto_type(
-            m.element_type.as_ref()?,
-        )?))),
+        TypeDef::List(l) => Some(CtyType::List(Box::new(from_proto_type(l.element_type.as_ref()?)?))),
+        TypeDef::Map(m) => Some(CtyType::Map(Box::new(from_proto_type(m.element_type.as_ref()?)?))),
     }
 }
 
@@ -720,32 +661,19 @@ mod tests {
     const GOB: &str = include_str!("../../tests/fixtures/wire/gob-configspec-examples.txt");
 
     fn attr(name: &str, ty: CtyType) -> AttrSpec {
-        AttrSpec {
-            name: name.into(),
-            ty,
-            required: false,
-        }
+        AttrSpec { name: name.into(), ty, required: false }
     }
 
     #[test]
     fn gob_uint_and_int_encodings_match_the_spec() {
-        let cases: [(u64, &[u8]); 4] = [
-            (7, &[7]),
-            (0x88, &[0xff, 0x88]),
-            (301, &[0xfe, 0x01, 0x2d]),
-            (0, &[0]),
-        ];
+        let cases: [(u64, &[u8]); 4] =
+            [(7, &[7]), (0x88, &[0xff, 0x88]), (301, &[0xfe, 0x01, 0x2d]), (0, &[0])];
         for (v, want) in cases {
             let mut out = Vec::new();
             put_uint(&mut out, v);
             assert_eq!(out, want);
         }
-        let cases: [(i64, &[u8]); 4] = [
-            (-65, &[0xff, 0x81]),
-            (65, &[0xff, 0x82]),
-            (2, &[4]),
-            (8, &[0x10]),
-        ];
+        let cases: [(i64, &[u8]); 4] = [(-65, &[0xff, 0x81]), (65, &[0xff, 0x82]), (2, &[4]), (8, &[0x10])];
         for (v, want) in cases {
             let mut out = Vec::new();
             put_int(&mut out, v);
@@ -760,20 +688,14 @@ mod tests {
         // In this example `count` is required (`01 01` before the AttrSpec's end byte).
         let two = vec![
             attr("message", CtyType::String),
-            AttrSpec {
-                required: true,
-                ..attr("count", CtyType::Number)
-            },
+            AttrSpec { required: true, ..attr("count", CtyType::Number) },
         ];
         assert_eq!(encode_gob_spec(&two), xxd_section(GOB, "py:py_two_attr"));
         let list_map = vec![
             attr("tags", CtyType::Map(Box::new(CtyType::String))),
             attr("names", CtyType::List(Box::new(CtyType::String))),
         ];
-        assert_eq!(
-            encode_gob_spec(&list_map),
-            xxd_section(GOB, "py:py_list_map")
-        );
+        assert_eq!(encode_gob_spec(&list_map), xxd_section(GOB, "py:py_list_map"));
         assert_eq!(encode_gob_spec(&[]), xxd_section(GOB, "py:py_empty"));
     }
 
@@ -806,10 +728,7 @@ mod tests {
 
     #[test]
     fn protobuf_matches_the_capture() {
-        let want = xxd_section(
-            include_str!("../../tests/fixtures/wire/protobuf-configspec-example.txt"),
-            "",
-        );
+        let want = xxd_section(include_str!("../../tests/fixtures/wire/protobuf-configspec-example.txt"), "");
         let spec = vec![
             attr("message", CtyType::String),
             attr("count", CtyType::Number),
@@ -825,12 +744,7 @@ mod tests {
 
     #[test]
     fn garbage_gob_is_an_error() {
-        for bytes in [
-            &[][..],
-            &[0xff],
-            &[0x03, 0xff, 0x81, 0x09],
-            &[0x05, 0x02, 0x00, 0x01, 0x01, 0x01],
-        ] {
+        for bytes in [&[][..], &[0xff], &[0x03, 0xff, 0x81, 0x09], &[0x05, 0x02, 0x00, 0x01, 0x01, 0x01]] {
             assert!(decode_gob_spec(bytes).is_err());
         }
     }

@@ -188,11 +188,7 @@ impl FrameHeader {
 type OpenReply = oneshot::Sender<Result<Stream, MuxError>>;
 
 /// What [`MuxSession::start`] returns: the handle, the inbound streams, the driver task.
-pub type Started = (
-    MuxSession,
-    mpsc::Receiver<Stream>,
-    tokio::task::JoinHandle<Result<(), MuxError>>,
-);
+pub type Started = (MuxSession, mpsc::Receiver<Stream>, tokio::task::JoinHandle<Result<(), MuxError>>);
 
 /// A running yamux session: one driver task owning the `yamux::Connection`.
 #[derive(Clone)]
@@ -349,10 +345,7 @@ impl MuxBroker {
 
     /// Allocates the next id for a stream this side will accept (first id: 1).
     pub fn next_id(&self) -> u32 {
-        self.inner
-            .next_id
-            .fetch_add(1, Ordering::SeqCst)
-            .wrapping_add(1)
+        self.inner.next_id.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
     }
 
     async fn route(&self, mut stream: Stream) {
@@ -467,39 +460,19 @@ mod tests {
         let cases: [([u8; 12], FrameHeader); 4] = [
             (
                 [0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
-                FrameHeader {
-                    kind: FrameType::WindowUpdate,
-                    flags: flags::SYN,
-                    stream_id: 1,
-                    length: 0,
-                },
+                FrameHeader { kind: FrameType::WindowUpdate, flags: flags::SYN, stream_id: 1, length: 0 },
             ),
             (
                 [0, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0],
-                FrameHeader {
-                    kind: FrameType::WindowUpdate,
-                    flags: flags::ACK,
-                    stream_id: 1,
-                    length: 0,
-                },
+                FrameHeader { kind: FrameType::WindowUpdate, flags: flags::ACK, stream_id: 1, length: 0 },
             ),
             (
                 [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 6, 0x9a],
-                FrameHeader {
-                    kind: FrameType::Data,
-                    flags: 0,
-                    stream_id: 1,
-                    length: 1690,
-                },
+                FrameHeader { kind: FrameType::Data, flags: 0, stream_id: 1, length: 1690 },
             ),
             (
                 [0, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0],
-                FrameHeader {
-                    kind: FrameType::Ping,
-                    flags: flags::ACK,
-                    stream_id: 0,
-                    length: 0,
-                },
+                FrameHeader { kind: FrameType::Ping, flags: flags::ACK, stream_id: 0, length: 0 },
             ),
         ];
         for (bytes, header) in cases {
@@ -519,14 +492,8 @@ mod tests {
 
     #[test]
     fn garbage_headers_are_errors() {
-        assert!(matches!(
-            FrameHeader::decode(b"5|unix|/tmp/x"),
-            Err(MuxError::Version(b'5'))
-        ));
-        assert!(matches!(
-            FrameHeader::decode(&[0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Err(MuxError::Type(9))
-        ));
+        assert!(matches!(FrameHeader::decode(b"5|unix|/tmp/x"), Err(MuxError::Version(b'5'))));
+        assert!(matches!(FrameHeader::decode(&[0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(MuxError::Type(9))));
         assert!(matches!(
             FrameHeader::decode_frame(&[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]),
             Err(MuxError::TooLarge(_))
@@ -572,9 +539,6 @@ mod tests {
         let (a, _b) = tokio::io::duplex(1024);
         let (ss, sin, _sd) = MuxSession::start(a.compat(), Mode::Server);
         let server = MuxBroker::new(ss, sin);
-        assert!(matches!(
-            server.accept(7).await,
-            Err(MuxError::AcceptTimeout(7))
-        ));
+        assert!(matches!(server.accept(7).await, Err(MuxError::AcceptTimeout(7))));
     }
 }

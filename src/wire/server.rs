@@ -23,8 +23,7 @@ use super::handshake::Io;
 use super::hcl_spec::{self, SpecEncoding};
 use super::mux::{Mode, MuxBroker, MuxError, MuxSession};
 use super::{
-    ConfigureRequest, InputArtifact, PackerConfig, PostProcessContext, PostProcessor,
-    ResultArtifact, Ui,
+    ConfigureRequest, InputArtifact, PackerConfig, PostProcessContext, PostProcessor, ResultArtifact, Ui,
 };
 
 /// Why serving ended abnormally.
@@ -57,12 +56,8 @@ pub async fn serve<P: PostProcessor, T: Io + 'static>(
         }
     };
     tracing::debug!("broker id 0 accepted; serving PostProcessor");
-    let service = Arc::new(PostProcessorServer {
-        pp,
-        broker,
-        spec,
-        cancel: Mutex::new(session_end.child_token()),
-    });
+    let service =
+        Arc::new(PostProcessorServer { pp, broker, spec, cancel: Mutex::new(session_end.child_token()) });
     let rpc = conn::serve_rpc(main, service);
     tokio::pin!(rpc);
     let result = tokio::select! {
@@ -107,11 +102,7 @@ pub mod methods {
 }
 
 impl<P: PostProcessor> Service for PostProcessorServer<P> {
-    fn call(
-        self: Arc<Self>,
-        method: String,
-        body: Value,
-    ) -> BoxFuture<'static, Result<Value, String>> {
+    fn call(self: Arc<Self>, method: String, body: Value) -> BoxFuture<'static, Result<Value, String>> {
         Box::pin(async move {
             match method.as_str() {
                 methods::CONFIG_SPEC => {
@@ -177,11 +168,8 @@ impl<P: PostProcessor> PostProcessorServer<P> {
                 );
             }
         };
-        let ctx = PostProcessContext {
-            ui: RpcUi(client.clone()),
-            input: RpcArtifact(client.clone()),
-            cancel,
-        };
+        let ctx =
+            PostProcessContext { ui: RpcUi(client.clone()), input: RpcArtifact(client.clone()), cancel };
         let result = self.pp.post_process(ctx).await;
         client.close().await;
         match result {
@@ -237,29 +225,16 @@ pub fn parse_configure(body: &Value) -> Result<ConfigureRequest, String> {
         None | Some(serde_json::Value::Null) => serde_json::Map::new(),
         Some(serde_json::Value::Object(m)) => m,
         Some(other) => {
-            return Err(format!(
-                "Configure: the post-processor block is not a map: {other}"
-            ));
+            return Err(format!("Configure: the post-processor block is not a map: {other}"));
         }
     };
     let packer_map = configs.get(1).map(to_json).unwrap_or_default();
-    let s = |k: &str| {
-        packer_map
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let s = |k: &str| packer_map.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let user_variables = match packer_map.get("packer_user_variables") {
         Some(serde_json::Value::Object(m)) => m
             .iter()
             .filter(|(k, _)| !k.is_empty())
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str().map_or_else(|| v.to_string(), str::to_string),
-                )
-            })
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
             .collect(),
         _ => BTreeMap::new(),
     };
@@ -271,17 +246,12 @@ pub fn parse_configure(body: &Value) -> Result<ConfigureRequest, String> {
         template_path: s("packer_template_path"),
     };
     let placeholders = match configs.get(2).map(to_json) {
-        Some(serde_json::Value::Object(m)) => m
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-            .collect(),
+        Some(serde_json::Value::Object(m)) => {
+            m.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect()
+        }
         _ => BTreeMap::new(),
     };
-    Ok(ConfigureRequest::Json {
-        user,
-        packer,
-        placeholders,
-    })
+    Ok(ConfigureRequest::Json { user, packer, placeholders })
 }
 
 /// Packer's `Ui` over RPC.
@@ -289,25 +259,13 @@ pub struct RpcUi(RpcClient);
 
 impl Ui for RpcUi {
     async fn say(&self, msg: &str) -> Result<(), String> {
-        self.0
-            .call("Ui.Say", str_value(msg))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.0.call("Ui.Say", str_value(msg)).await.map(drop).map_err(|e| e.to_string())
     }
     async fn message(&self, msg: &str) -> Result<(), String> {
-        self.0
-            .call("Ui.Message", str_value(msg))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.0.call("Ui.Message", str_value(msg)).await.map(drop).map_err(|e| e.to_string())
     }
     async fn error(&self, msg: &str) -> Result<(), String> {
-        self.0
-            .call("Ui.Error", str_value(msg))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.0.call("Ui.Error", str_value(msg)).await.map(drop).map_err(|e| e.to_string())
     }
 }
 
@@ -316,11 +274,7 @@ pub struct RpcArtifact(RpcClient);
 
 impl RpcArtifact {
     async fn text(&self, method: &str) -> Result<String, String> {
-        let v = self
-            .0
-            .call(method, Value::Nil)
-            .await
-            .map_err(|e| e.to_string())?;
+        let v = self.0.call(method, Value::Nil).await.map_err(|e| e.to_string())?;
         match v {
             Value::Nil => Ok(String::new()),
             v => as_text(&v).ok_or_else(|| format!("{method}: expected a string, got {v}")),
@@ -339,11 +293,7 @@ impl InputArtifact for RpcArtifact {
         self.text("Artifact.String").await
     }
     async fn state(&self, key: &str) -> Result<serde_json::Value, String> {
-        let v = self
-            .0
-            .call("Artifact.State", str_value(key))
-            .await
-            .map_err(|e| e.to_string())?;
+        let v = self.0.call("Artifact.State", str_value(key)).await.map_err(|e| e.to_string())?;
         Ok(to_json(&v))
     }
 }
@@ -352,20 +302,14 @@ impl InputArtifact for RpcArtifact {
 struct ArtifactServer(ResultArtifact);
 
 impl Service for ArtifactServer {
-    fn call(
-        self: Arc<Self>,
-        method: String,
-        body: Value,
-    ) -> BoxFuture<'static, Result<Value, String>> {
+    fn call(self: Arc<Self>, method: String, body: Value) -> BoxFuture<'static, Result<Value, String>> {
         Box::pin(async move {
             let a = &self.0;
             match method.as_str() {
                 "Artifact.BuilderId" => Ok(str_value(&a.builder_id)),
                 "Artifact.Id" => Ok(str_value(&a.id)),
                 "Artifact.String" => Ok(str_value(&a.string)),
-                "Artifact.Files" => {
-                    Ok(Value::Array(a.files.iter().map(|f| str_value(f)).collect()))
-                }
+                "Artifact.Files" => Ok(Value::Array(a.files.iter().map(|f| str_value(f)).collect())),
                 "Artifact.State" => {
                     let key = as_text(&body).unwrap_or_default();
                     Ok(a.state.get(&key).map_or(Value::Nil, codec::from_json))
@@ -400,18 +344,10 @@ mod tests {
                         struct_value(vec![("", str_value("")), ("foo", str_value("bar"))]),
                     ),
                 ]),
-                struct_value(vec![(
-                    "ID",
-                    str_value("Build_ID. To set this dynamically…"),
-                )]),
+                struct_value(vec![("ID", str_value("Build_ID. To set this dynamically…"))]),
             ]),
         )]);
-        let ConfigureRequest::Json {
-            user,
-            packer,
-            placeholders,
-        } = parse_configure(&body).unwrap()
-        else {
+        let ConfigureRequest::Json { user, packer, placeholders } = parse_configure(&body).unwrap() else {
             panic!("not JSON mode")
         };
         assert_eq!(user["count"], serde_json::json!(3.0));
@@ -426,36 +362,23 @@ mod tests {
             "Configs",
             Value::Array(vec![
                 struct_value(vec![("packer_build_name", str_value("n"))]),
-                Value::Binary(
-                    br#"{"value":{"a":"<unknown>"},"type":["object",{"a":"string"}]}"#.to_vec(),
-                ),
+                Value::Binary(br#"{"value":{"a":"<unknown>"},"type":["object",{"a":"string"}]}"#.to_vec()),
             ]),
         )]);
-        let ConfigureRequest::Hcl2 {
-            has_unknowns,
-            config,
-            ..
-        } = parse_configure(&body).unwrap()
-        else {
+        let ConfigureRequest::Hcl2 { has_unknowns, config, .. } = parse_configure(&body).unwrap() else {
             panic!("not HCL2 mode")
         };
         assert!(has_unknowns);
         assert_eq!(config["a"], "<unknown>");
         let nil = struct_value(vec![("Configs", Value::Array(vec![Value::Nil]))]);
-        assert!(matches!(
-            parse_configure(&nil).unwrap(),
-            ConfigureRequest::Json { .. }
-        ));
+        assert!(matches!(parse_configure(&nil).unwrap(), ConfigureRequest::Json { .. }));
     }
 
     #[test]
     fn post_process_reply_shape() {
         let v = process_response(Some("boom".into()), false, false, 0);
         assert_eq!(
-            map_get(&v, "Err")
-                .and_then(|e| map_get(e, "Message"))
-                .and_then(as_text)
-                .as_deref(),
+            map_get(&v, "Err").and_then(|e| map_get(e, "Message")).and_then(as_text).as_deref(),
             Some("boom")
         );
     }

@@ -98,11 +98,7 @@ pub fn render_value(
     use serde_json::Value as J;
     Ok(match v {
         J::String(s) => J::String(render(s, ctx)?),
-        J::Array(a) => J::Array(
-            a.iter()
-                .map(|x| render_value(x, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
+        J::Array(a) => J::Array(a.iter().map(|x| render_value(x, ctx)).collect::<Result<_, _>>()?),
         J::Object(o) => J::Object(
             o.iter()
                 .map(|(k, x)| Ok((k.clone(), render_value(x, ctx)?)))
@@ -114,16 +110,13 @@ pub fn render_value(
 
 fn call(action: &str, ctx: &TemplateContext<'_>) -> Result<String, TemplateError> {
     if action.starts_with("/*") {
-        return Err(TemplateError::Unsupported {
-            name: "/* comment */".into(),
-        });
+        return Err(TemplateError::Unsupported { name: "/* comment */".into() });
     }
     let name_end = action
         .find(|c: char| c.is_whitespace() || c == '`' || c == '"' || c == '|' || c == '(')
         .unwrap_or(action.len());
     let name = &action[..name_end];
-    let args =
-        parse_args(&action[name_end..]).map_err(|e| TemplateError::BadCall(action.into(), e))?;
+    let args = parse_args(&action[name_end..]).map_err(|e| TemplateError::BadCall(action.into(), e))?;
     let arity = |n: usize| {
         if args.len() == n {
             Ok(())
@@ -149,12 +142,8 @@ fn call(action: &str, ctx: &TemplateContext<'_>) -> Result<String, TemplateError
         "build_name" => arity(0).map(|()| ctx.build_name.to_string()),
         "build_type" => arity(0).map(|()| ctx.build_type.to_string()),
         "timestamp" => arity(0).map(|()| ctx.timestamp.to_string()),
-        "" => Err(TemplateError::Unsupported {
-            name: action.chars().take(40).collect(),
-        }),
-        other => Err(TemplateError::Unsupported {
-            name: other.chars().take(40).collect(),
-        }),
+        "" => Err(TemplateError::Unsupported { name: action.chars().take(40).collect() }),
+        other => Err(TemplateError::Unsupported { name: other.chars().take(40).collect() }),
     }
 }
 
@@ -224,14 +213,8 @@ mod tests {
     fn renders_the_captured_message() {
         // captures/json-template-session.txt: "hello {{user `foo`}} {{build_name}}".
         with_ctx(|c| {
-            assert_eq!(
-                render("hello {{user `foo`}} {{build_name}}", c).unwrap(),
-                "hello bar null"
-            );
-            assert_eq!(
-                render("{{ env `HOME_REGION` }}/{{build_type}}", c).unwrap(),
-                "eu-west-1/amazon-ebs"
-            );
+            assert_eq!(render("hello {{user `foo`}} {{build_name}}", c).unwrap(), "hello bar null");
+            assert_eq!(render("{{ env `HOME_REGION` }}/{{build_type}}", c).unwrap(), "eu-west-1/amazon-ebs");
             assert_eq!(render("a-{{timestamp}}", c).unwrap(), "a-1700000000");
             assert_eq!(render("x {{- user \"foo\" -}} y", c).unwrap(), "xbary");
             assert_eq!(render("{{env `NOPE`}}", c).unwrap(), "");
@@ -252,22 +235,10 @@ mod tests {
                 assert_eq!(e, TemplateError::Unsupported { name: name.into() }, "{t}");
                 assert!(e.to_string().contains(name));
             }
-            assert!(matches!(
-                render("{{user `nope`}}", c),
-                Err(TemplateError::UndefinedUser(_))
-            ));
-            assert!(matches!(
-                render("{{user}}", c),
-                Err(TemplateError::BadCall(..))
-            ));
-            assert!(matches!(
-                render("{{user `foo` | upper}}", c),
-                Err(TemplateError::BadCall(..))
-            ));
-            assert!(matches!(
-                render("{{user `foo`", c),
-                Err(TemplateError::Unclosed(_))
-            ));
+            assert!(matches!(render("{{user `nope`}}", c), Err(TemplateError::UndefinedUser(_))));
+            assert!(matches!(render("{{user}}", c), Err(TemplateError::BadCall(..))));
+            assert!(matches!(render("{{user `foo` | upper}}", c), Err(TemplateError::BadCall(..))));
+            assert!(matches!(render("{{user `foo`", c), Err(TemplateError::Unclosed(_))));
         });
     }
 
@@ -282,10 +253,7 @@ mod tests {
             timestamp: "",
             env: &env,
         };
-        assert_eq!(
-            render("{{user `x`}}{{user `x`}}", &ctx),
-            Err(TemplateError::TooLarge)
-        );
+        assert_eq!(render("{{user `x`}}{{user `x`}}", &ctx), Err(TemplateError::TooLarge));
     }
 
     #[test]

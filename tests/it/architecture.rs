@@ -7,17 +7,8 @@ fn wire_imports_no_aws_core_or_engine() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for banned in [
-            "aws_",
-            "crate::core",
-            "crate::engine",
-            "crate::postprocessor",
-        ] {
-            assert!(
-                !text.contains(banned),
-                "{} mentions {banned}",
-                path.display()
-            );
+        for banned in ["aws_", "crate::core", "crate::engine", "crate::postprocessor"] {
+            assert!(!text.contains(banned), "{} mentions {banned}", path.display());
         }
     }
 }

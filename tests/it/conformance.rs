@@ -60,21 +60,14 @@ impl Plugin {
         });
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        tokio::time::timeout(T, out.read_line(&mut line))
-            .await
-            .expect("handshake line in time")
-            .unwrap();
+        tokio::time::timeout(T, out.read_line(&mut line)).await.expect("handshake line in time").unwrap();
         // Anything after the handshake line would be stdout pollution.
         tokio::spawn(async move {
             let mut rest = String::new();
             let _ = out.read_to_string(&mut rest).await;
             assert!(rest.is_empty(), "stdout after the handshake: {rest:?}");
         });
-        Plugin {
-            child,
-            line: line.trim_end().to_string(),
-            stderr,
-        }
+        Plugin { child, line: line.trim_end().to_string(), stderr }
     }
 
     fn socket(&self) -> String {
@@ -82,9 +75,7 @@ impl Plugin {
     }
 
     async fn connect(&self) -> Packer {
-        let stream = tokio::net::UnixStream::connect(self.socket())
-            .await
-            .unwrap();
+        let stream = tokio::net::UnixStream::connect(self.socket()).await.unwrap();
         Packer::over(stream).await
     }
 }
@@ -96,9 +87,7 @@ struct Packer {
 }
 
 impl Packer {
-    async fn over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
-        s: S,
-    ) -> Packer {
+    async fn over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(s: S) -> Packer {
         let (session, inbound, _driver) = MuxSession::start(s.compat(), Mode::Client);
         let broker = MuxBroker::new(session, inbound);
         let main = RpcClient::new(broker.dial(0).await.expect("broker id 0"));
@@ -113,11 +102,7 @@ impl Packer {
     }
 
     async fn configure(&self, configs: Vec<Value>) -> Result<Value, String> {
-        self.call(
-            "PostProcessor.Configure",
-            struct_value(vec![("Configs", Value::Array(configs))]),
-        )
-        .await
+        self.call("PostProcessor.Configure", struct_value(vec![("Configs", Value::Array(configs))])).await
     }
 
     /// Serves `svc` as Packer's Ui/Artifact server on our broker id and returns the id.
@@ -125,10 +110,7 @@ impl Packer {
         let id = self.broker.next_id();
         let broker = self.broker.clone();
         tokio::spawn(async move {
-            let stream = broker
-                .accept(id)
-                .await
-                .expect("plugin dials our Ui/Artifact id");
+            let stream = broker.accept(id).await.expect("plugin dials our Ui/Artifact id");
             let _ = serve_rpc(stream, svc).await;
         });
         id
@@ -158,16 +140,9 @@ impl FakeArtifact {
 }
 
 impl Service for FakeArtifact {
-    fn call(
-        self: Arc<Self>,
-        method: String,
-        body: Value,
-    ) -> BoxFuture<'static, Result<Value, String>> {
+    fn call(self: Arc<Self>, method: String, body: Value) -> BoxFuture<'static, Result<Value, String>> {
         Box::pin(async move {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((method.clone(), as_text(&body).unwrap_or_default()));
+            self.calls.lock().unwrap().push((method.clone(), as_text(&body).unwrap_or_default()));
             match method.as_str() {
                 "Ui.Say" | "Ui.Message" | "Ui.Error" | "Ui.Machine" => Ok(Value::Nil),
                 "Artifact.BuilderId" => {
@@ -202,16 +177,10 @@ fn packer_json_args(user: Value) -> Vec<Value> {
             ("packer_template_path", str_value("/tmp/t.json")),
             (
                 "packer_user_variables",
-                struct_value(vec![
-                    ("", str_value("")),
-                    ("key", str_value("alias/amikey")),
-                ]),
+                struct_value(vec![("", str_value("")), ("key", str_value("alias/amikey"))]),
             ),
         ]),
-        struct_value(vec![(
-            "ID",
-            str_value("Build_ID. To set this dynamically…"),
-        )]),
+        struct_value(vec![("ID", str_value("Build_ID. To set this dynamically…"))]),
     ]
 }
 
@@ -225,13 +194,7 @@ fn hcl2_args(value: serde_json::Value) -> Vec<Value> {
             s => serde_json::json!(s),
         };
         types.insert(f.name.into(), t);
-        full.insert(
-            f.name.into(),
-            value
-                .get(f.name)
-                .cloned()
-                .unwrap_or(serde_json::Value::Null),
-        );
+        full.insert(f.name.into(), value.get(f.name).cloned().unwrap_or(serde_json::Value::Null));
     }
     let cty = serde_json::json!({"value": full, "type": ["object", types]});
     vec![
@@ -250,9 +213,7 @@ fn expected_spec() -> Vec<hcl_spec::AttrSpec> {
 }
 
 fn post_process_err(reply: &Value) -> Option<String> {
-    map_get(reply, "Err")
-        .and_then(|e| map_get(e, "Message"))
-        .and_then(as_text)
+    map_get(reply, "Err").and_then(|e| map_get(e, "Message")).and_then(as_text)
 }
 
 #[tokio::test]
@@ -262,10 +223,7 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
     let packer = plugin.connect().await;
     // The socket is unlinked once the connection is accepted.
     assert!(!std::path::Path::new(&plugin.socket()).exists());
-    let reply = packer
-        .call("PostProcessor.ConfigSpec", Value::Nil)
-        .await
-        .unwrap();
+    let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
     let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else {
         panic!("no bin ConfigSpec: {reply}")
     };
@@ -292,44 +250,22 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
 
 #[tokio::test]
 async fn modern_start_prints_four_fields_and_serves_a_protobuf_spec() {
-    let plugin = Plugin::start(
-        &[
-            "start",
-            "post-processor",
-            "--protobuf",
-            "-packer-default-plugin-name-",
-        ],
-        &[],
-    )
-    .await;
+    let plugin =
+        Plugin::start(&["start", "post-processor", "--protobuf", "-packer-default-plugin-name-"], &[]).await;
     assert!(plugin.line.starts_with("5|0|unix|/"), "{}", plugin.line);
     let packer = plugin.connect().await;
-    let reply = packer
-        .call("PostProcessor.ConfigSpec", Value::Nil)
-        .await
-        .unwrap();
-    let Some(Value::Binary(pb)) = map_get(&reply, "ConfigSpec") else {
-        panic!("no bin ConfigSpec")
-    };
+    let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
+    let Some(Value::Binary(pb)) = map_get(&reply, "ConfigSpec") else { panic!("no bin ConfigSpec") };
     assert_eq!(hcl_spec::decode_proto_spec(pb).unwrap(), expected_spec());
 }
 
 #[tokio::test]
 async fn modern_start_without_protobuf_uses_gob_and_env_forces_three_fields() {
-    let plugin = Plugin::start(
-        &["start", "post-processor", "amikey"],
-        &[("AMIKEY_HANDSHAKE", "3")],
-    )
-    .await;
+    let plugin = Plugin::start(&["start", "post-processor", "amikey"], &[("AMIKEY_HANDSHAKE", "3")]).await;
     assert!(plugin.line.starts_with("5|unix|/"), "{}", plugin.line);
     let packer = plugin.connect().await;
-    let reply = packer
-        .call("PostProcessor.ConfigSpec", Value::Nil)
-        .await
-        .unwrap();
-    let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else {
-        panic!()
-    };
+    let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
+    let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else { panic!() };
     assert_eq!(hcl_spec::decode_gob_spec(gob).unwrap(), expected_spec());
 }
 
@@ -345,16 +281,10 @@ async fn json_mode_configure_renders_templates_and_names_bad_keys() {
     ]);
     assert_eq!(packer.configure(packer_json_args(ok)).await, Ok(Value::Nil));
     // nil block (no keys at all) is fine too.
-    assert_eq!(
-        packer.configure(packer_json_args(Value::Nil)).await,
-        Ok(Value::Nil)
-    );
+    assert_eq!(packer.configure(packer_json_args(Value::Nil)).await, Ok(Value::Nil));
 
     let unknown = struct_value(vec![("kms_key", str_value("alias/x"))]);
-    let e = packer
-        .configure(packer_json_args(unknown))
-        .await
-        .unwrap_err();
+    let e = packer.configure(packer_json_args(unknown)).await.unwrap_err();
     assert!(e.contains("`kms_key`"), "{e}");
     let wrong = struct_value(vec![("ami_users", str_value("111122223333"))]);
     let e = packer.configure(packer_json_args(wrong)).await.unwrap_err();
@@ -368,25 +298,20 @@ async fn json_mode_configure_renders_templates_and_names_bad_keys() {
 async fn hcl2_mode_configure_twice_with_unknowns_first() {
     let plugin = Plugin::start(&[], &[]).await;
     let packer = plugin.connect().await;
-    packer
-        .call("PostProcessor.ConfigSpec", Value::Nil)
-        .await
-        .unwrap();
-    let first = serde_json::json!({"kms_key_id": "alias/amikey", "ssm_path": "/amis/<unknown>", "max_retries": 2});
+    packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
+    let first =
+        serde_json::json!({"kms_key_id": "alias/amikey", "ssm_path": "/amis/<unknown>", "max_retries": 2});
     assert_eq!(packer.configure(hcl2_args(first)).await, Ok(Value::Nil));
-    packer
-        .call("PostProcessor.ConfigSpec", Value::Nil)
-        .await
-        .unwrap();
-    let second = serde_json::json!({"kms_key_id": "alias/amikey", "ssm_path": "/amis/Null", "max_retries": 2});
+    packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
+    let second =
+        serde_json::json!({"kms_key_id": "alias/amikey", "ssm_path": "/amis/Null", "max_retries": 2});
     assert_eq!(packer.configure(hcl2_args(second)).await, Ok(Value::Nil));
 
     let wrong = serde_json::json!({"max_retries": "many"});
     let e = packer.configure(hcl2_args(wrong)).await.unwrap_err();
     assert!(e.contains("`max_retries`"), "{e}");
     let mut args = hcl2_args(serde_json::json!({}));
-    args[1] =
-        Value::Binary(br#"{"value":{"nope":"x"},"type":["object",{"nope":"string"}]}"#.to_vec());
+    args[1] = Value::Binary(br#"{"value":{"nope":"x"},"type":["object",{"nope":"string"}]}"#.to_vec());
     let e = packer.configure(args).await.unwrap_err();
     assert!(e.contains("`nope`"), "{e}");
 }
@@ -395,31 +320,16 @@ async fn hcl2_mode_configure_twice_with_unknowns_first() {
 async fn post_process_refuses_a_non_amazon_builder_through_ui_artifact_callbacks() {
     let plugin = Plugin::start(&[], &[]).await;
     let packer = plugin.connect().await;
-    packer
-        .configure(packer_json_args(Value::Nil))
-        .await
-        .unwrap();
+    packer.configure(packer_json_args(Value::Nil)).await.unwrap();
     let fake = FakeArtifact::new("fnoeding.null", "Null");
     let id = packer.serve_callbacks(fake.clone());
     assert_eq!(id, 1);
-    let reply = packer
-        .call("PostProcessor.PostProcess", Value::from(id))
-        .await
-        .unwrap();
+    let reply = packer.call("PostProcessor.PostProcess", Value::from(id)).await.unwrap();
     let err = post_process_err(&reply).expect("an Err");
-    assert!(
-        err.contains("unsupported builder \"fnoeding.null\""),
-        "{err}"
-    );
+    assert!(err.contains("unsupported builder \"fnoeding.null\""), "{err}");
     assert_eq!(map_get(&reply, "StreamId").and_then(Value::as_u64), Some(0));
     assert_eq!(map_get(&reply, "Keep"), Some(&Value::Boolean(false)));
-    assert!(
-        fake.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(m, _)| m == "Artifact.BuilderId")
-    );
+    assert!(fake.calls.lock().unwrap().iter().any(|(m, _)| m == "Artifact.BuilderId"));
 }
 
 #[tokio::test]
@@ -435,30 +345,19 @@ async fn post_process_engine_failure_is_a_clean_error_not_a_hang() {
     packer.configure(packer_json_args(cfg)).await.unwrap();
     let fake = FakeArtifact::new("mitchellh.amazonebs", "us-east-1:ami-0123456789abcdef0");
     let id = packer.serve_callbacks(fake.clone());
-    let reply = packer
-        .call("PostProcessor.PostProcess", Value::from(id))
-        .await
-        .unwrap();
+    let reply = packer.call("PostProcessor.PostProcess", Value::from(id)).await.unwrap();
     let err = post_process_err(&reply).expect("an Err");
     assert!(err.starts_with("amikey"), "{err}");
     assert!(err.contains("Packer will now delete"), "{err}");
     let calls = fake.calls.lock().unwrap().clone();
-    assert!(
-        calls
-            .iter()
-            .any(|(m, a)| m == "Ui.Message" && a.contains("ami-0123456789abcdef0")),
-        "{calls:?}"
-    );
+    assert!(calls.iter().any(|(m, a)| m == "Ui.Message" && a.contains("ami-0123456789abcdef0")), "{calls:?}");
 }
 
 #[tokio::test]
 async fn cancel_is_served_while_post_process_runs() {
     let plugin = Plugin::start(&[], &[]).await;
     let packer = Arc::new(plugin.connect().await);
-    packer
-        .configure(packer_json_args(Value::Nil))
-        .await
-        .unwrap();
+    packer.configure(packer_json_args(Value::Nil)).await.unwrap();
     let fake = Arc::new(FakeArtifact {
         hang_on_id: true,
         ..Arc::into_inner(FakeArtifact::new("mitchellh.amazonebs", "x")).unwrap()
@@ -466,24 +365,11 @@ async fn cancel_is_served_while_post_process_runs() {
     let id = packer.serve_callbacks(fake.clone());
     let pp = tokio::spawn({
         let packer = packer.clone();
-        async move {
-            packer
-                .call("PostProcessor.PostProcess", Value::from(id))
-                .await
-        }
+        async move { packer.call("PostProcessor.PostProcess", Value::from(id)).await }
     });
-    tokio::time::timeout(T, fake.builder_id_asked.notified())
-        .await
-        .unwrap();
-    assert_eq!(
-        packer.call("PostProcessor.Cancel", Value::Nil).await,
-        Ok(Value::Nil)
-    );
-    let reply = tokio::time::timeout(Duration::from_secs(5), pp)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(T, fake.builder_id_asked.notified()).await.unwrap();
+    assert_eq!(packer.call("PostProcessor.Cancel", Value::Nil).await, Ok(Value::Nil));
+    let reply = tokio::time::timeout(Duration::from_secs(5), pp).await.unwrap().unwrap().unwrap();
     let err = post_process_err(&reply).expect("an Err");
     assert!(err.contains("cancelled"), "{err}");
 }
@@ -492,32 +378,17 @@ async fn cancel_is_served_while_post_process_runs() {
 async fn unknown_methods_get_go_s_error() {
     let plugin = Plugin::start(&[], &[]).await;
     let packer = plugin.connect().await;
-    let e = packer
-        .call("PostProcessor.Bogus", Value::Nil)
-        .await
-        .unwrap_err();
+    let e = packer.call("PostProcessor.Bogus", Value::Nil).await.unwrap_err();
     assert_eq!(e, "rpc: can't find method PostProcessor.Bogus");
     // The stream is still in sync afterwards.
-    assert!(
-        packer
-            .call("PostProcessor.ConfigSpec", Value::Nil)
-            .await
-            .is_ok()
-    );
+    assert!(packer.call("PostProcessor.ConfigSpec", Value::Nil).await.is_ok());
 }
 
 #[tokio::test]
 async fn a_yamux_ping_is_answered() {
     let plugin = Plugin::start(&[], &[]).await;
-    let mut s = tokio::net::UnixStream::connect(plugin.socket())
-        .await
-        .unwrap();
-    let ping = FrameHeader {
-        kind: FrameType::Ping,
-        flags: flags::SYN,
-        stream_id: 0,
-        length: 0x1234,
-    };
+    let mut s = tokio::net::UnixStream::connect(plugin.socket()).await.unwrap();
+    let ping = FrameHeader { kind: FrameType::Ping, flags: flags::SYN, stream_id: 0, length: 0x1234 };
     s.write_all(&ping.encode()).await.unwrap();
     let mut buf = Vec::new();
     let answered = tokio::time::timeout(T, async {
@@ -541,37 +412,20 @@ async fn a_yamux_ping_is_answered() {
 #[tokio::test]
 async fn garbage_after_the_handshake_makes_the_plugin_exit_with_an_error() {
     let mut plugin = Plugin::start(&[], &[]).await;
-    let mut s = tokio::net::UnixStream::connect(plugin.socket())
-        .await
-        .unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(T, plugin.child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
+    let mut s = tokio::net::UnixStream::connect(plugin.socket()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let status = tokio::time::timeout(T, plugin.child.wait()).await.expect("exits").unwrap();
     assert!(!status.success());
-    assert!(
-        plugin.stderr.lock().unwrap().contains("yamux"),
-        "{}",
-        plugin.stderr.lock().unwrap()
-    );
+    assert!(plugin.stderr.lock().unwrap().contains("yamux"), "{}", plugin.stderr.lock().unwrap());
 }
 
 #[tokio::test]
 async fn closing_the_session_exits_cleanly() {
     let mut plugin = Plugin::start(&[], &[]).await;
     let packer = plugin.connect().await;
-    packer
-        .call("PostProcessor.ConfigSpec", Value::Nil)
-        .await
-        .unwrap();
+    packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
     packer.broker.session().close();
-    let status = tokio::time::timeout(T, plugin.child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
+    let status = tokio::time::timeout(T, plugin.child.wait()).await.expect("exits").unwrap();
     assert!(status.success(), "{}", plugin.stderr.lock().unwrap());
 }
 
@@ -580,32 +434,17 @@ async fn without_the_cookie_it_refuses_and_describe_needs_none() {
     let out = Command::new(BIN).env_clear().output().await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Please do not execute plugins directly")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Please do not execute plugins directly"));
 
-    let out = Command::new(BIN)
-        .arg("describe")
-        .env_clear()
-        .output()
-        .await
-        .unwrap();
+    let out = Command::new(BIN).arg("describe").env_clear().output().await.unwrap();
     assert!(out.status.success());
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["api_version"], "x5.0");
     assert_eq!(d["protocol_version"], "v2");
     assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        d["post_processors"],
-        serde_json::json!(["-packer-default-plugin-name-"])
-    );
+    assert_eq!(d["post_processors"], serde_json::json!(["-packer-default-plugin-name-"]));
 
-    let out = Command::new(BIN)
-        .arg("--help")
-        .env_clear()
-        .output()
-        .await
-        .unwrap();
+    let out = Command::new(BIN).arg("--help").env_clear().output().await.unwrap();
     assert!(out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("packer plugins install"));
 }
@@ -616,8 +455,7 @@ async fn without_the_cookie_it_refuses_and_describe_needs_none() {
 mod result_artifact {
     use super::*;
     use amikey::wire::{
-        AttrSpec, ConfigureRequest, InputArtifact, PostProcessContext, PostProcessor,
-        ResultArtifact, Ui,
+        AttrSpec, ConfigureRequest, InputArtifact, PostProcessContext, PostProcessor, ResultArtifact, Ui,
     };
 
     struct Stub;
@@ -653,68 +491,32 @@ mod result_artifact {
     #[tokio::test]
     async fn result_artifact_is_served_on_a_fresh_broker_id() {
         let (a, b) = tokio::io::duplex(1 << 16);
-        tokio::spawn(amikey::wire::server::serve(
-            a,
-            Arc::new(Stub),
-            hcl_spec::SpecEncoding::Gob,
-        ));
+        tokio::spawn(amikey::wire::server::serve(a, Arc::new(Stub), hcl_spec::SpecEncoding::Gob));
         let packer = Packer::over(b).await;
         let fake = FakeArtifact::new("mitchellh.amazonebs", "us-east-1:ami-0123456789abcdef0");
         let id = packer.serve_callbacks(fake.clone());
-        let reply = packer
-            .call("PostProcessor.PostProcess", Value::from(id))
-            .await
-            .unwrap();
+        let reply = packer.call("PostProcessor.PostProcess", Value::from(id)).await.unwrap();
         assert_eq!(map_get(&reply, "Err"), Some(&Value::Nil));
         assert_eq!(map_get(&reply, "Keep"), Some(&Value::Boolean(true)));
-        assert_eq!(
-            map_get(&reply, "ForceOverride"),
-            Some(&Value::Boolean(true))
-        );
+        assert_eq!(map_get(&reply, "ForceOverride"), Some(&Value::Boolean(true)));
         let stream_id = map_get(&reply, "StreamId").and_then(Value::as_u64).unwrap() as u32;
         assert_eq!(stream_id, 1, "the plugin's own counter starts at 1");
         let art = RpcClient::new(packer.broker.dial(stream_id).await.unwrap());
         let text = |v: Value| as_text(&v).unwrap();
-        assert_eq!(
-            text(art.call("Artifact.BuilderId", Value::Nil).await.unwrap()),
-            "mitchellh.amazonebs"
-        );
+        assert_eq!(text(art.call("Artifact.BuilderId", Value::Nil).await.unwrap()), "mitchellh.amazonebs");
         assert_eq!(
             text(art.call("Artifact.Id", Value::Nil).await.unwrap()),
             "us-east-1:ami-0123456789abcdef0"
         );
-        assert_eq!(
-            text(art.call("Artifact.String", Value::Nil).await.unwrap()),
-            "stub artifact"
-        );
+        assert_eq!(text(art.call("Artifact.String", Value::Nil).await.unwrap()), "stub artifact");
         assert_eq!(
             art.call("Artifact.Files", Value::Nil).await.unwrap(),
             Value::Array(vec![str_value("/tmp/f")])
         );
-        let gd = art
-            .call("Artifact.State", str_value("generated_data"))
-            .await
-            .unwrap();
-        assert_eq!(
-            map_get(&gd, "KmsKeyArn_us_east_1")
-                .and_then(as_text)
-                .as_deref(),
-            Some("arn:k")
-        );
-        assert_eq!(
-            art.call("Artifact.State", str_value("nope")).await.unwrap(),
-            Value::Nil
-        );
-        assert_eq!(
-            art.call("Artifact.Destroy", Value::Nil).await.unwrap(),
-            Value::Nil
-        );
-        assert!(
-            fake.calls
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(m, a)| m == "Ui.Say" && a == "stub: hello")
-        );
+        let gd = art.call("Artifact.State", str_value("generated_data")).await.unwrap();
+        assert_eq!(map_get(&gd, "KmsKeyArn_us_east_1").and_then(as_text).as_deref(), Some("arn:k"));
+        assert_eq!(art.call("Artifact.State", str_value("nope")).await.unwrap(), Value::Nil);
+        assert_eq!(art.call("Artifact.Destroy", Value::Nil).await.unwrap(), Value::Nil);
+        assert!(fake.calls.lock().unwrap().iter().any(|(m, a)| m == "Ui.Say" && a == "stub: hello"));
     }
 }

@@ -9,9 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_packer-plugin-amikey");
 
 fn packer() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("packer"))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join("packer")).find(|p| p.is_file())
 }
 
 struct Env {
@@ -51,11 +49,8 @@ impl Env {
             .env("CHECKPOINT_DISABLE", "1")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out, text)
     }
 
@@ -89,10 +84,7 @@ build {
 
 fn assert_plugin_used(env: &Env, log: &str) {
     let l = env.log(log);
-    assert!(
-        l.contains("packer-post-processor-amikey plugin:"),
-        "plugin never started:\n{l}"
-    );
+    assert!(l.contains("packer-post-processor-amikey plugin:"), "plugin never started:\n{l}");
     assert!(!l.contains("panic"), "{l}");
 }
 
@@ -111,10 +103,7 @@ fn json_template_validate_and_build() {
 
     let (out, text) = env.run(&["build", "t.json"], "b.log");
     assert!(!out.status.success());
-    assert!(
-        text.contains("unsupported builder \"fnoeding.null\""),
-        "{text}"
-    );
+    assert!(text.contains("unsupported builder \"fnoeding.null\""), "{text}");
 }
 
 #[test]
@@ -134,10 +123,7 @@ fn hcl2_template_validate_and_build() {
 
     let (out, text) = env.run(&["build", "t.pkr.hcl"], "b.log");
     assert!(!out.status.success());
-    assert!(
-        text.contains("unsupported builder \"fnoeding.null\""),
-        "{text}"
-    );
+    assert!(text.contains("unsupported builder \"fnoeding.null\""), "{text}");
     // The first Configure carried `<unknown>` for build.ID and passed; the build got this far.
     assert!(Path::new(&env.dir.path().join("b.log")).exists());
 }
