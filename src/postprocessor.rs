@@ -275,10 +275,6 @@ impl AmikeyPostProcessor {
         let amis = AmiSet::parse_artifact(&id, settings.skip_region_validation).map_err(|e| {
             format!("amikey: cannot read the AMI list {id:?} of the {builder_id} artifact: {e}")
         })?;
-        let _ = ctx.ui.say(&format!("amikey: verifying {} AMI(s)", amis.0.len())).await;
-        for (region, ami) in &amis.0 {
-            let _ = ctx.ui.message(&format!("{region}: {ami}")).await;
-        }
 
         let (tx, mut rx) = mpsc::unbounded_channel();
         let run = async {
@@ -297,6 +293,14 @@ impl AmikeyPostProcessor {
         let (report, ()) = tokio::join!(run, forward);
         let report = report.map_err(|e| format!("amikey: {e}\n\n{DESTROY_NOTE}"))?;
 
+        if report.findings().is_empty() && !report.is_clean() {
+            // Verified, but some writes failed: an AWS problem, not a misencrypted AMI.
+            return Err(format!(
+                "amikey verified the AMIs but could not apply every change (see FAILED and skipped lines); \
+                 a re-run applies only what is missing.\n\n{}\n{DESTROY_NOTE}",
+                report.render_text()
+            ));
+        }
         if !report.is_clean() {
             let text = report.render_text();
             return match settings.on_violation {

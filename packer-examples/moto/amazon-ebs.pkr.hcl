@@ -65,5 +65,14 @@ build {
     ami_users      = [var.consumer_account]
     snapshot_users = [var.consumer_account]
     ssm_path       = "/amikey-demo/base"
+
+    # Also write the parameters in the consumer account, through this role there.
+    publish_accounts  = [var.consumer_account]
+    publish_role_name = "amikey-publisher"
+  }
+
+  # Record the (passed-through) AMI ids for the CLI steps of scripts/demo.
+  post-processor "manifest" {
+    output = "packer-manifest.json"
   }
 }
