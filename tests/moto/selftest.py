@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 import uuid
+from urllib.parse import urlsplit
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -30,7 +31,7 @@ from botocore.exceptions import ClientError
 HERE = os.path.dirname(os.path.abspath(__file__))
 A = "123456789012"
 B = "111122223333"
-NO_RETRY = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=30)
+NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
 
 
 # ------------------------------------------------------------------------------------------------ infra
@@ -633,6 +634,182 @@ def _(ctx: Ctx) -> None:
     eq([s.get("KmsKeyId") for s in w2], [ebs_key_arn(ctx, "us-west-2"), key["Arn"]], "us-west-2 keys")
     eq(data["snapshots"]["us-west-2"], [s["SnapshotId"] for s in w2], "snapshot list")
     eq([s["Encrypted"] for s in snapshots_of(ctx, "eu-central-1", data["amis"]["eu-central-1"])], [False], "none")
+
+
+# ------------------------------------------------------------------------------------------------ relay
+
+class RelayRun:
+    def __init__(self, ctx: Ctx, args: list[str], upstreams: list[str] | None = None):
+        self.log = os.path.join(ctx.tmp, f"relay-{uuid.uuid4().hex[:6]}.jsonl")
+        ups: list[str] = []
+        for u in upstreams or [ctx.url]:
+            ups += ["--upstream", u]
+        self.proc = start_relay(ctx.tmp, f"relay-{uuid.uuid4().hex[:6]}", ups + ["--log", self.log] + args)
+        self.url = self.proc.url
+
+    def c(self, service: str, region: str = "us-east-1", account: str | None = None, config: Config | None = None) -> Any:
+        return client(self.url, service, region, account, config)
+
+    def lines(self) -> list[dict[str, Any]]:
+        with open(self.log) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def __enter__(self) -> "RelayRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.stop()
+
+
+@check("relay: forwards EC2/KMS/SSM and logs one JSON line per call (ts, service, region, action, status, ms, account)")
+def _(ctx: Ctx) -> None:
+    with RelayRun(ctx, []) as r:
+        r.c("kms", "eu-west-1").list_keys()
+        r.c("ec2", "us-west-2").describe_images(ImageIds=["ami-04681a1dbd79675a5"])
+        r.c("ssm").put_parameter(Name=f"/amikey/{uniq('relay')}", Value="x", Type="String")
+        lines = r.lines()
+    eq([(x["service"], x["region"], x["action"], x["status"]) for x in lines],
+       [("kms", "eu-west-1", "ListKeys", 200), ("ec2", "us-west-2", "DescribeImages", 200),
+        ("ssm", "us-east-1", "PutParameter", 200)], "log lines")
+    for x in lines:
+        expect(all(k in x for k in ("ts", "ms", "account")), f"fields missing in {x}")
+
+
+@check("relay: --delay 60-80 adds 60-80 ms per call")
+def _(ctx: Ctx) -> None:
+    with RelayRun(ctx, ["--delay", "60-80", "--seed", "1"]) as r:
+        kms = r.c("kms")
+        times = []
+        for _ in range(6):
+            t0 = time.monotonic()
+            kms.list_keys()
+            times.append((time.monotonic() - t0) * 1000)
+        delays = [x["delay_ms"] for x in r.lines()]
+    expect(min(times) >= 60, f"call times {times}")
+    expect(all(60 <= d <= 80 for d in delays), f"logged delays {delays}")
+
+
+@check("relay: --throttle 0.3 --seed 7 throttles roughly 30% of 80 calls; SDK retries get through")
+def _(ctx: Ctx) -> None:
+    with RelayRun(ctx, ["--throttle", "0.3", "--seed", "7"]) as r:
+        kms = r.c("kms")
+        codes = [error_code(kms.list_keys) for _ in range(80)]
+        n = codes.count("ThrottlingException")
+        expect(set(codes) <= {None, "ThrottlingException"}, f"codes {set(codes)}")
+        expect(12 <= n <= 36, f"{n}/80 throttled")
+        retrying = r.c("kms", config=Config(retries={"mode": "standard", "total_max_attempts": 10}))
+        for _ in range(10):
+            retrying.list_keys()
+        logged = [x["fault"] for x in r.lines()].count("throttle")
+        expect(logged >= n, f"log has {logged} throttles, saw {n}")
+
+
+@check("relay: throttling errors are what the SDKs classify as throttling (EC2 503 RequestLimitExceeded, JSON ThrottlingException, STS Throttling)")
+def _(ctx: Ctx) -> None:
+    from botocore.retries.standard import ThrottledRetryableChecker
+
+    throttled = set(ThrottledRetryableChecker._THROTTLED_ERROR_CODES)
+    with RelayRun(ctx, ["--throttle", "1"]) as r:
+        got = {}
+        for svc, call in (("ec2", lambda c: c.describe_regions()), ("kms", lambda c: c.list_keys()),
+                          ("ssm", lambda c: c.describe_parameters()), ("sts", lambda c: c.get_caller_identity())):
+            try:
+                call(r.c(svc))
+                got[svc] = None
+            except ClientError as e:
+                got[svc] = (e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
+    eq(got, {"ec2": ("RequestLimitExceeded", 503), "kms": ("ThrottlingException", 400),
+             "ssm": ("ThrottlingException", 400), "sts": ("Throttling", 400)}, "codes")
+    expect(all(v[0] in throttled for v in got.values()), "a code botocore does not treat as throttling")
+
+
+@check("relay: --fail DescribeKey:2 -> two 500 InternalError, then the call passes")
+def _(ctx: Ctx) -> None:
+    key = make_key(ctx)
+    with RelayRun(ctx, ["--fail", "DescribeKey:2"]) as r:
+        kms = r.c("kms")
+        codes = [error_code(lambda: kms.describe_key(KeyId=key["Arn"])) for _ in range(3)]
+        eq(codes, ["InternalError", "InternalError", None], "codes")
+        eq([x["status"] for x in r.lines()], [500, 500, 200], "logged status")
+
+
+@check("relay: --fail with SDK retries succeeds on the 3rd attempt")
+def _(ctx: Ctx) -> None:
+    with RelayRun(ctx, ["--fail", "DescribeRegions:2"]) as r:
+        r.c("ec2", config=Config(retries={"mode": "standard", "total_max_attempts": 3})).describe_regions()
+        eq([x["status"] for x in r.lines()], [500, 500, 200], "attempts")
+
+
+def raw_kms_call(url: str, target: str, region: str) -> tuple[int, bytes]:
+    """A bare HTTP/1.1 KMS call, to see exactly what the relay sends (botocore's JSON parser is lenient)."""
+    import http.client
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("POST", "/", body=b"{}", headers={
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{target}",
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20261123/{region}/kms/aws4_request, "
+                             "SignedHeaders=host, Signature=0"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@check("relay: --close-mid-response and --garbage break exactly N calls (after they took effect)")
+def _(ctx: Ctx) -> None:
+    import http.client
+
+    with RelayRun(ctx, ["--close-mid-response", "CreateKey:1", "--garbage", "ListKeys:1"]) as r:
+        before = len(ctx.c("kms", "sa-east-1").list_keys()["Keys"])
+        try:
+            raw_kms_call(r.url, "CreateKey", "sa-east-1")
+            raise Fail("CreateKey response was complete")
+        except http.client.IncompleteRead as e:
+            expect(len(e.partial) > 0 and (e.expected or 0) > 0, f"partial {len(e.partial)}, missing {e.expected}")
+        status, body = raw_kms_call(r.url, "ListKeys", "sa-east-1")
+        eq(status, 200, "garbage status")
+        try:
+            json.loads(body)
+            raise Fail("garbage body parsed as JSON")
+        except ValueError:
+            pass
+        kms = r.c("kms", "sa-east-1")
+        expect("KeyMetadata" in kms.create_key(), "CreateKey after the fault")
+        eq(len(kms.list_keys()["Keys"]), before + 2, "keys (the broken CreateKey took effect)")
+        eq([x["fault"] for x in r.lines()], ["close", "garbage", None, None], "logged faults")
+
+
+@check("relay: --account injects x-moto-account-id")
+def _(ctx: Ctx) -> None:
+    with RelayRun(ctx, ["--account", B]) as r:
+        eq(r.c("sts").get_caller_identity()["Account"], B, "caller account")
+        eq(r.c("kms").create_key()["KeyMetadata"]["AWSAccountId"], B, "key account")
+        eq({x["account"] for x in r.lines()}, {B}, "logged account")
+
+
+@check("relay: --shard-by-region routes each region to one upstream; reset reaches all")
+def _(ctx: Ctx) -> None:
+    import urllib.request
+    import zlib
+
+    ups = [ctx.url, ctx.second.url]
+    regions = ["us-east-1", "eu-west-1", "us-west-2", "ap-northeast-1", "eu-central-1", "sa-east-1"]
+    with RelayRun(ctx, ["--shard-by-region"], upstreams=ups) as r:
+        homes = {}
+        for region in regions:
+            arn = r.c("kms", region).create_key()["KeyMetadata"]["Arn"]
+            home = zlib.crc32(region.encode()) % 2
+            homes[region] = home
+            found = [arn in [k["KeyArn"] for k in client(u, "kms", region).list_keys()["Keys"]] for u in ups]
+            eq(found, [home == 0, home == 1], f"{region} key placement")
+        expect(set(homes.values()) == {0, 1}, f"all regions on one shard: {homes}")
+        req = urllib.request.Request(f"{r.url}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            eq(resp.status, 200, "reset via relay")
+        for u in ups:
+            eq(sum(len(client(u, "kms", reg).list_keys()["Keys"]) for reg in regions), 0, f"keys left on {u}")
 
 
 # ------------------------------------------------------------------------------------------------ main
