@@ -318,6 +318,20 @@ def _(ctx: Ctx) -> None:
     eq([s["Encrypted"] for s in snapshots_of(ctx, "us-east-1", ami)], [False], "encrypted")
 
 
+@check("L1: RunInstances from an encrypted 2-volume AMI launches its mappings; CreateImage keeps the keys")
+def _(ctx: Ctx) -> None:
+    k1, k2 = make_key(ctx), make_key(ctx)
+    src = register(ctx, "us-east-1", [make_snapshot(ctx, "us-east-1", k1["Arn"]), make_snapshot(ctx, "us-east-1", k2["Arn"], size=4)])
+    ec2 = ctx.c("ec2")
+    inst = ec2.run_instances(ImageId=src, MinCount=1, MaxCount=1)["Instances"][0]
+    eq(sorted(b["DeviceName"] for b in inst["BlockDeviceMappings"]), ["/dev/sdb", "/dev/xvda"], "instance devices")
+    vols = ec2.describe_volumes(VolumeIds=[b["Ebs"]["VolumeId"] for b in inst["BlockDeviceMappings"]])["Volumes"]
+    eq(sorted((v["Size"], v["KmsKeyId"]) for v in vols), sorted([(8, k1["Arn"]), (4, k2["Arn"])]), "volumes")
+    ami = ec2.create_image(InstanceId=inst["InstanceId"], Name=uniq("l1"))["ImageId"]
+    eq(image(ctx, "us-east-1", ami)["RootDeviceName"], "/dev/xvda", "root device")
+    eq(sorted(s["KmsKeyId"] for s in snapshots_of(ctx, "us-east-1", ami)), sorted([k1["Arn"], k2["Arn"]]), "keys")
+
+
 @check("E3: DescribeImages reports Ebs.Encrypted, real SnapshotId, VolumeSize, DeleteOnTermination")
 def _(ctx: Ctx) -> None:
     key = make_key(ctx)
