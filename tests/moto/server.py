@@ -33,15 +33,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"load only the AMIs in {os.path.relpath(MIN_AMIS)} (fast start, small Describe* answers)")
     p.add_argument("--account", help="default account id for unsigned-header requests (MOTO_ACCOUNT_ID)")
     p.add_argument("--quiet", action="store_true", help="do not log each request")
+    p.add_argument("--no-patches", action="store_true", help="vanilla moto, for comparison only (selftest --vanilla)")
     return p.parse_args(argv)
 
 
-def build_server(host: str, port: int, quiet: bool):  # -> werkzeug BaseWSGIServer
+def build_server(host: str, port: int, quiet: bool, patches: bool = True):  # -> werkzeug BaseWSGIServer
     # Imports happen here, after the environment is set: moto reads MOTO_AMIS_PATH at import time.
     sys.path.insert(0, HERE)
     from amikey_moto import apply_all
 
-    apply_all()
+    if patches:
+        apply_all()
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-    server = build_server(args.host, args.port, args.quiet)
+    server = build_server(args.host, args.port, args.quiet, patches=not args.no_patches)
     port = server.server_port
     os.environ["MOTO_PORT"] = str(port)  # moto builds some URLs (e.g. SQS queue URLs) from it
 

@@ -11,9 +11,6 @@ venv="${AMIKEY_MOTO_VENV:-$repo/.venv-moto}"
 req="$here/requirements.txt"
 py="${PYTHON:-python3}"
 
-# The pins as "name==version" lines (extras stripped, lower-case) to compare with what the venv has.
-wanted() { sed -e 's/#.*//' -e 's/\[[^]]*\]//' -e 's/[[:space:]]//g' "$req" | grep -v '^$' | tr 'A-Z_' 'a-z-' | sort; }
-
 up_to_date() {
   [ -x "$venv/bin/python" ] || return 1
   [ -f "$venv/.amikey-req" ] && cmp -s "$venv/.amikey-req" "$req" || return 1

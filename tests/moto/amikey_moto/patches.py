@@ -363,6 +363,40 @@ def patch_E2() -> None:
     AmiBackend.create_image = create_image
 
 
+def patch_L1() -> None:
+    """L1 — RunInstances without ``BlockDeviceMappings`` launches the AMI's own mappings: one volume per
+    EBS mapping, restored from its snapshot (so an encrypted AMI gives encrypted volumes with the same
+    key, via S1) at the AMI's device names. Vanilla always attaches one unencrypted 8 GiB ``/dev/sda1``.
+    AMIs without real mappings (moto's default AMIs) keep the vanilla behaviour."""
+    (Instance,) = _import("L1", "moto.ec2.models.instances", "Instance")
+    orig = _need(Instance, "setup_defaults", "L1")
+
+    def setup_defaults(self: Any) -> None:
+        ami = None
+        try:
+            ami = find_visible_image(self.ec2_backend.account_id, self.ec2_backend.region_name, self.image_id)
+        except Exception:
+            ami = None
+        bdms = getattr(ami, "amikey_bdms", None) if ami is not None else None
+        if not bdms:
+            return orig(self)
+        for b in bdms:
+            ebs = b.get("Ebs")
+            if not ebs:
+                continue
+            snap = ebs.get("snapshot")
+            volume = self.ec2_backend.create_volume(
+                size=ebs.get("VolumeSize"), zone_name=self._placement.zone,
+                snapshot_id=snap.id if snap is not None and snap.id in self.ec2_backend.snapshots else None,
+                volume_type=ebs.get("VolumeType"),
+            )
+            if snap is not None and snap.encrypted and not volume.encrypted:  # snapshot shared from another account
+                volume.encrypted, volume.kms_key_id = True, snap.kms_key_id
+            self.ec2_backend.attach_volume(volume.id, self.id, b["DeviceName"], bool(ebs.get("DeleteOnTermination")))
+
+    Instance.setup_defaults = setup_defaults
+
+
 def patch_E1() -> None:
     """E1 — CopyImage honours ``Encrypted``/``KmsKeyId`` and copies every block-device mapping.
 
@@ -963,6 +997,7 @@ PATCHES: list[tuple[str, Callable[[], None]]] = [
     ("E3", patch_E3),
     ("S1", patch_S1),
     ("E2", patch_E2),
+    ("L1", patch_L1),
     ("E1", patch_E1),
     ("R1", patch_R1),
     ("S1-copy", patch_S1_copy_snapshot),
