@@ -2,3 +2,4 @@
 //! no clock (callers pass `now`). Everything here is deterministic and unit-tested without AWS.
 
 pub mod config;
+pub mod policy;
