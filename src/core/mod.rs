@@ -2,4 +2,5 @@
 //! no clock (callers pass `now`). Everything here is deterministic and unit-tested without AWS.
 
 pub mod config;
+pub mod grants;
 pub mod policy;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use check::{
-    ChainAction, ChainCaller, Consumer, FindingCode, PolicyFinding, check_consumers, check_policy,
-    launch_chain_actions,
+    AUTOSCALING_GRANT_OPERATIONS, ChainAction, ChainCaller, Consumer, FindingCode, PolicyFinding,
+    check_consumers, check_policy, launch_chain_actions,
 };
 pub use eval::{Caller, Decision, Evaluation, Request, Undetermined, evaluate};
 pub use generate::{
