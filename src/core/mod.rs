@@ -2,5 +2,6 @@
 //! no clock (callers pass `now`). Everything here is deterministic and unit-tested without AWS.
 
 pub mod config;
+pub mod doctor;
 pub mod grants;
 pub mod policy;
