@@ -245,7 +245,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         _ if rest.len() == 6
             && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
+            && rest.get(3..4) == Some(":") =>
         {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
@@ -1144,6 +1144,15 @@ mod tests {
         assert_eq!(parse_rfc3339("2025-06-15T15:06:40.000Z"), Some(NOW));
         assert_eq!(parse_rfc3339("2025-06-15T17:06:40+02:00"), Some(NOW));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+        // Never panics on odd input, including multi-byte characters at any offset.
+        for odd in [
+            "2025-06-15T15:06:40+0\u{e9}00",
+            "2025-06-15T15:06:4\u{e9}Z",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "2025-06-15T15:06:40.\u{e9}",
+        ] {
+            assert_eq!(parse_rfc3339(odd), None, "{odd}");
+        }
         for bad in [
             "",
             "2025-06-15",

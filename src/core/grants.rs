@@ -133,6 +133,30 @@ impl ServiceLinkedRole {
     }
 }
 
+/// The catalog as a Markdown table, for the README (the single source is [`CATALOG`]).
+pub fn catalog_markdown() -> String {
+    let mut out = String::from(
+        "| `--service` | Role (`aws-service-role/<principal>/`) | Grant operations | Notes |\n|---|---|---|---|\n",
+    );
+    for e in CATALOG {
+        let ops = if e.uses_grants {
+            e.operations.join(", ")
+        } else {
+            "none (no grant needed)".to_owned()
+        };
+        let role = if e.custom_suffix {
+            format!("`{}` or `{}_SUFFIX`", e.role_name, e.role_name)
+        } else {
+            format!("`{}`", e.role_name)
+        };
+        out.push_str(&format!(
+            "| `{}` | {role} (`{}`) | {ops} | {} [AWS docs]({}) |\n",
+            e.service, e.service_principal, e.note, e.source
+        ));
+    }
+    out
+}
+
 /// Looks up a catalog entry by `--service` name.
 pub fn catalog_entry(service: &str) -> Option<&'static ServiceLinkedRole> {
     CATALOG.iter().find(|s| s.service == service)
@@ -834,6 +858,16 @@ mod tests {
             o.sort_unstable();
             assert_eq!(o, e.operations, "{}", e.service);
         }
+    }
+
+    #[test]
+    fn catalog_renders_a_readme_table() {
+        let md = catalog_markdown();
+        assert_eq!(md.lines().count(), CATALOG.len() + 2);
+        assert!(md.contains("| `ecs-autoscaling` | `AWSServiceRoleForApplicationAutoScaling_ECSService` (`ecs.application-autoscaling.amazonaws.com`) | none (no grant needed) |"));
+        assert!(
+            md.contains("`AWSServiceRoleForAutoScaling` or `AWSServiceRoleForAutoScaling_SUFFIX`")
+        );
     }
 
     #[test]

@@ -459,10 +459,14 @@ fn message(code: FindingCode, account: &str, key_arn: &str, g: &Group) -> String
         | FindingCode::ConsumerCannotDecrypt
         | FindingCode::ConsumerCannotUseKey => format!(
             "no statement of the key policy of {key_arn} allows account {account} {contexts}; \
-             instances the consumer launches itself (RunInstances, Karpenter) from the AMI fail. \
-             Add a statement allowing kms:Encrypt, kms:Decrypt, kms:ReEncrypt*, \
+             {}. Add a statement allowing kms:Encrypt, kms:Decrypt, kms:ReEncrypt*, \
              kms:GenerateDataKey* and kms:DescribeKey to arn:aws:iam::{account}:root (Sid \
-             AmikeyConsumerCrypto; note `kms:ReEncrypt` without `*` matches no action): `{fix}`"
+             AmikeyConsumerCrypto; note `kms:ReEncrypt` without `*` matches no action): `{fix}`",
+            if g.contexts.iter().all(|c| c.ends_with("called directly")) {
+                "amikey grant and amikey doctor cannot resolve or check the key"
+            } else {
+                "instances the consumer launches itself (RunInstances, Karpenter) from the AMI fail"
+            }
         ),
     }
 }

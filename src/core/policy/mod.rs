@@ -24,8 +24,8 @@ pub use check::{
 };
 pub use eval::{Caller, Decision, Evaluation, Request, Undetermined, evaluate};
 pub use generate::{
-    CRYPTO_SID, Consumers, GRANTS_SID, IDENTITY_SID, generate, generate_command, identity_policy,
-    merge,
+    CRYPTO_SID, Consumers, GRANTS_SID, IDENTITY_GRANT_SID, IDENTITY_SID, generate,
+    generate_command, identity_policy, merge,
 };
 
 /// Why a document is not a key policy amikey can read. Each variant says where and what.
