@@ -3,9 +3,12 @@
 
 pub mod artifact;
 pub mod config;
+pub mod doctor;
 pub mod facts;
+pub mod grants;
 pub mod intent;
 pub mod plan;
+pub mod policy;
 pub mod preflight;
 pub mod report;
 pub mod verify;
