@@ -4,3 +4,4 @@
 //! - [`core`]: the pure decide-core (configuration, facts, verification, planning, reports).
 
 pub mod core;
+pub mod lint;
