@@ -719,7 +719,6 @@ impl Block {
         match self.val(k) {
             None | Some(Val::Null) => Some(Vec::new()),
             Some(Val::List(items)) => items.iter().map(Val::scalar_string).collect(),
-            Some(Val::Str(s)) => Some(vec![s.clone()]),
             _ => None,
         }
     }
