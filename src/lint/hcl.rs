@@ -538,7 +538,7 @@ pub fn evaluate(root: &RawBlock, vars: &LoadedVars) -> Template {
             match eval(&a.expr, &ctx) {
                 Val::List(items) => {
                     for i in items {
-                        match i.as_str().and_then(|r| find_source(r)) {
+                        match i.as_str().and_then(&find_source) {
                             Some(s) => refs.push((s, None, s.labels[1].clone())),
                             None => t.notes.push((
                                 a.pos,

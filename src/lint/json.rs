@@ -588,7 +588,6 @@ fn block_schema(parent: &str, key: &str) -> Option<usize> {
 /// Expands `{"label": {"label2": body}}` (or arrays of such) into blocks.
 fn expand(
     ident: &str,
-    parent: &str,
     n: &JNode,
     labels: Vec<String>,
     left: usize,
@@ -597,7 +596,7 @@ fn expand(
 ) {
     if let JVal::Arr(items) = &n.val {
         for i in items {
-            expand(ident, parent, i, labels.clone(), left, pos, out);
+            expand(ident, i, labels.clone(), left, pos, out);
         }
         return;
     }
@@ -610,7 +609,6 @@ fn expand(
         l.push(k.clone());
         expand(
             ident,
-            parent,
             v,
             l,
             left - 1,
@@ -632,7 +630,7 @@ fn body_of(ident: &str, labels: Vec<String>, n: &JNode, pos: Pos) -> RawBlock {
             continue; // HCL JSON comment
         }
         match block_schema(ident, k) {
-            Some(nlabels) => expand(k, ident, v, Vec::new(), nlabels, *kpos, &mut b.blocks),
+            Some(nlabels) => expand(k, v, Vec::new(), nlabels, *kpos, &mut b.blocks),
             None => b.attrs.push(RawAttr {
                 key: k.clone(),
                 pos: *kpos,

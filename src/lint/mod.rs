@@ -1136,7 +1136,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
             };
             if let Some(kr) = arn_region(&intended)
                 && kr != *r
-                && arm.get(r).is_none()
+                && !arm.contains_key(r)
             {
                 push(
                     out,
