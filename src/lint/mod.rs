@@ -1201,7 +1201,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
         let Some(br) = build_region else { continue };
         let target = builder_key(br);
         let (ami_key, how) = if encrypt_boot == Some(true) {
-            (target, "the AMI")
+            (target, "the AMI key in")
         } else {
             // Without encrypt_boot the AMI keeps the launch volume's encryption: compare with amikey.
             match amikeys.iter().find_map(|a| {
@@ -1209,7 +1209,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                     .and_then(|m| m.get(br).cloned().flatten())
                     .or(a.string("kms_key_id").map(String::from))
             }) {
-                Some(k) => (BuilderKey::Key(k), "amikey's intended key for"),
+                Some(k) => (BuilderKey::Key(k), "amikey's intended key in"),
                 None => continue,
             }
         };
@@ -1236,8 +1236,11 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                 out,
                 LAUNCH_KEY_DIFFERS,
                 m.pos_of("encrypted"),
-                format!("launch volume encrypted with {lk_desc}, but {how} {br} uses {ak}{extra}"),
-                format!("set kms_key_id = {ak} in this launch_block_device_mappings block"),
+                format!("launch volume encrypted with {lk_desc}, but {how} {br} is {ak}{extra}"),
+                match &ami_key {
+                    BuilderKey::Key(k) => format!("set kms_key_id = \"{k}\" in this launch_block_device_mappings block"),
+                    _ => "remove kms_key_id from this block, or set kms_key_id on the source so the AMI uses a customer-managed key".into(),
+                },
             );
         }
     }

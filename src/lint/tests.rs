@@ -517,3 +517,21 @@ fn random_mutations_of_fixtures_and_examples_do_not_panic() {
     }
     assert!(runs > 1000);
 }
+
+/// `cargo test --lib lint::tests::show_fixture_reports -- --ignored --nocapture` prints what
+/// every bad fixture reports (for docs and review).
+#[test]
+#[ignore]
+fn show_fixture_reports() {
+    for f in files_in("tests/fixtures/lint/bad")
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".expect"))
+    {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let name = format!(
+            "tests/fixtures/lint/bad/{}",
+            f.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+        );
+        print!("{}", render_text(&lint(&name, &text)));
+    }
+}
