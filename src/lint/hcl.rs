@@ -26,16 +26,17 @@ pub const MAX_NESTING: usize = 100;
 
 /// Byte offset → line/column, precomputed.
 pub struct LineIndex<'a> {
+    file: usize,
     text: &'a str,
     starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
     /// Indexes `text`.
-    pub fn new(text: &'a str) -> Self {
+    pub fn new(text: &'a str, file: usize) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, starts }
+        LineIndex { file, text, starts }
     }
 
     /// Position of byte `offset`.
@@ -49,7 +50,11 @@ impl<'a> LineIndex<'a> {
             .map(|s| s.chars().count())
             .unwrap_or(end - start)
             + 1;
-        Pos { line, col }
+        Pos {
+            file: self.file,
+            line,
+            col,
+        }
     }
 }
 
@@ -109,38 +114,56 @@ pub fn nesting(text: &str) -> usize {
 
 /// Parses and evaluates a `.pkr.hcl` template. Never fails: syntax errors become AMK000.
 pub fn parse_template(text: &str, vars: &LoadedVars) -> Template {
-    if nesting(text) > MAX_NESTING {
-        return syntax_error(
-            Pos { line: 1, col: 1 },
-            format!("brackets nest deeper than {MAX_NESTING} levels"),
-        );
-    }
-    let body = match hcl::edit::parser::parse_body(text) {
-        Ok(b) => b,
-        Err(e) => {
-            let loc = e.location();
-            return syntax_error(
-                Pos {
-                    line: loc.line(),
-                    col: loc.column(),
-                },
-                e.message().to_string(),
-            );
-        }
-    };
-    let idx = LineIndex::new(text);
-    evaluate(&convert_body(&body, &idx), vars)
+    parse_templates(&[text], vars)
 }
 
-fn syntax_error(pos: Pos, message: String) -> Template {
-    Template {
-        findings: vec![RawFinding {
-            rule: SYNTAX,
-            pos,
-            message: format!("cannot parse the template: {message}"),
-            help: "fix the syntax (`packer validate` shows the same error); nothing else was checked in this file".into(),
-        }],
-        ..Template::default()
+/// Parses and evaluates the `.pkr.hcl` files of one directory as a single template (Packer's
+/// semantics); positions carry the index of their file. A file that does not parse is reported
+/// (AMK000) and left out; the others are still checked.
+pub fn parse_templates(texts: &[&str], vars: &LoadedVars) -> Template {
+    let mut root = RawBlock::default();
+    let mut findings = Vec::new();
+    for (file, text) in texts.iter().enumerate() {
+        if nesting(text) > MAX_NESTING {
+            let pos = Pos {
+                file,
+                line: 1,
+                col: 1,
+            };
+            findings.push(syntax_error(
+                pos,
+                format!("brackets nest deeper than {MAX_NESTING} levels"),
+            ));
+            continue;
+        }
+        match hcl::edit::parser::parse_body(text) {
+            Ok(body) => {
+                let b = convert_body(&body, &LineIndex::new(text, file));
+                root.attrs.extend(b.attrs);
+                root.blocks.extend(b.blocks);
+            }
+            Err(e) => {
+                let loc = e.location();
+                let pos = Pos {
+                    file,
+                    line: loc.line(),
+                    col: loc.column(),
+                };
+                findings.push(syntax_error(pos, e.message().to_string()));
+            }
+        }
+    }
+    let mut t = evaluate(&root, vars);
+    t.findings.extend(findings);
+    t
+}
+
+fn syntax_error(pos: Pos, message: String) -> RawFinding {
+    RawFinding {
+        rule: SYNTAX,
+        pos,
+        message: format!("cannot parse the template: {message}"),
+        help: "fix the syntax (`packer validate` shows the same error); the rest of the template was checked without this file".into(),
     }
 }
 

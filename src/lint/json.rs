@@ -75,6 +75,7 @@ pub type ParseError = (Pos, String);
 impl Parser<'_> {
     fn pos(&self) -> Pos {
         Pos {
+            file: 0,
             line: self.line,
             col: self.col,
         }

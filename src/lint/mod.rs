@@ -172,6 +172,9 @@ pub const RULES: &[Rule] = &[
 /// A 1-based line and column (column counted in characters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Pos {
+    /// Index of the file within a multi-file HCL template (a directory); 0 otherwise.
+    #[serde(skip)]
+    pub file: usize,
     /// Line, from 1.
     pub line: usize,
     /// Column, from 1.
@@ -194,7 +197,7 @@ impl Pos {
                 col += 1;
             }
         }
-        Pos { line, col }
+        Pos { file: 0, line, col }
     }
 }
 
@@ -415,8 +418,9 @@ impl LoadedVars {
 
 /// Lints files and directories. Directories are walked (sorted, hidden entries and `target`
 /// skipped) for `*.pkr.hcl`, `*.pkr.json` and `*.json`; a `.json` without `builders`, `source`
-/// or `build` is not a template and is skipped with a note. The only function here that reads
-/// files.
+/// or `build` is not a template and is skipped with a note. The `*.pkr.hcl` files of one
+/// directory are one template, as in Packer, unless each has its own `build` block (a folder of
+/// standalone examples). The only function here that reads files.
 pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, LintError> {
     let loaded = load_vars(vars)?;
     let mut files = Vec::new();
@@ -433,33 +437,68 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
     }
     files.sort();
     files.dedup();
+    // Packer reads every *.pkr.hcl of a directory as one template (variables in one file, sources
+    // in another); JSON files and files named on the command line stand alone. A directory
+    // whose files each have their own `build` block is a set of standalone templates (an
+    // examples folder) and is linted file by file.
+    let mut groups: BTreeMap<(PathBuf, bool), Vec<PathBuf>> = BTreeMap::new();
+    for f in files {
+        let is_hcl = !f.to_string_lossy().ends_with(".json");
+        let walked = !paths.iter().any(|p| p == &f);
+        let key = match (is_hcl && walked, f.parent()) {
+            (true, Some(dir)) => (dir.to_path_buf(), true),
+            _ => (f.clone(), false),
+        };
+        groups.entry(key).or_default().push(f);
+    }
+    let mut split: Vec<Vec<PathBuf>> = Vec::new();
+    for group in groups.into_values() {
+        let standalone = group.len() > 1
+            && group.iter().all(|f| {
+                std::fs::read_to_string(f).is_ok_and(|t| {
+                    t.lines().any(|l| {
+                        let l = l.trim_start();
+                        l.starts_with("build ") || l.starts_with("build{")
+                    })
+                })
+            });
+        if standalone {
+            split.extend(group.into_iter().map(|f| vec![f]));
+        } else {
+            split.push(group);
+        }
+    }
     let mut report = LintReport::default();
-    for file in files {
-        let bytes = std::fs::read(&file).map_err(|source| LintError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        let name = file.display().to_string();
-        match String::from_utf8(bytes) {
-            Ok(text) => report.merge(lint_loaded(&name, &text, &loaded)),
-            Err(_) => {
-                let mut r = LintReport {
-                    files: vec![name.clone()],
-                    ..LintReport::default()
-                };
-                r.findings.push(finding(
-                    &name,
-                    "",
-                    RawFinding {
-                        rule: SYNTAX,
-                        pos: Pos { line: 1, col: 1 },
-                        message: "the file is not UTF-8 text".into(),
-                        help: "pass a Packer template (.pkr.hcl, .pkr.json or JSON)".into(),
-                    },
-                ));
-                report.merge(r);
+    for group in split {
+        let mut texts = Vec::new();
+        for file in group {
+            let bytes = std::fs::read(&file).map_err(|source| LintError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let name = file.display().to_string();
+            match String::from_utf8(bytes) {
+                Ok(text) => texts.push((name, text)),
+                Err(_) => {
+                    report.files.push(name.clone());
+                    report.findings.push(finding(
+                        &name,
+                        "",
+                        RawFinding {
+                            rule: SYNTAX,
+                            pos: Pos {
+                                file: 0,
+                                line: 1,
+                                col: 1,
+                            },
+                            message: "the file is not UTF-8 text".into(),
+                            help: "pass a Packer template (.pkr.hcl, .pkr.json or JSON)".into(),
+                        },
+                    ));
+                }
             }
         }
+        report.merge(lint_group(&texts, &loaded));
     }
     report.finish();
     Ok(report)
@@ -542,16 +581,25 @@ pub fn lint_source(name: &str, text: &str, vars: &VarInputs) -> LintReport {
 }
 
 fn lint_loaded(name: &str, text: &str, vars: &LoadedVars) -> LintReport {
+    lint_group(&[(name.to_string(), text.to_string())], vars)
+}
+
+/// Lints one template: a JSON file, or one or more `.pkr.hcl` files that Packer reads together
+/// (a directory is one template: variables in one file may be used by sources in another).
+fn lint_group(files: &[(String, String)], vars: &LoadedVars) -> LintReport {
     let mut report = LintReport {
-        files: vec![name.to_string()],
+        files: files.iter().map(|(n, _)| n.clone()).collect(),
         ..LintReport::default()
     };
-    let template = if name.ends_with(".json") {
-        match json::parse_template(text, vars) {
+    let Some((first_name, first_text)) = files.first() else {
+        return report;
+    };
+    let template = if first_name.ends_with(".json") {
+        match json::parse_template(first_text, vars) {
             Some(t) => t,
             None => {
                 report.notes.push(Note {
-                    file: name.into(),
+                    file: first_name.clone(),
                     line: 1,
                     col: 1,
                     message: "not a Packer template (no `builders`, `source` or `build`); skipped"
@@ -561,24 +609,32 @@ fn lint_loaded(name: &str, text: &str, vars: &LoadedVars) -> LintReport {
             }
         }
     } else {
-        hcl::parse_template(text, vars)
+        let texts: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
+        hcl::parse_templates(&texts, vars)
     };
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<Vec<&str>> = files.iter().map(|(_, t)| t.lines().collect()).collect();
     let line_of = |p: Pos| {
         lines
-            .get(p.line.saturating_sub(1))
+            .get(p.file)
+            .and_then(|l| l.get(p.line.saturating_sub(1)))
             .copied()
             .unwrap_or_default()
+    };
+    let name_of = |p: Pos| {
+        files
+            .get(p.file)
+            .map(|(n, _)| n.as_str())
+            .unwrap_or(first_name)
     };
     let mut raw = template.findings.clone();
     raw.extend(check(&template));
     for f in raw {
         let src = line_of(f.pos);
-        report.findings.push(finding(name, src, f));
+        report.findings.push(finding(name_of(f.pos), src, f));
     }
     for (pos, message) in template.notes {
         report.notes.push(Note {
-            file: name.into(),
+            file: name_of(pos).to_string(),
             line: pos.line,
             col: pos.col,
             message,

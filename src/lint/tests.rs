@@ -535,3 +535,18 @@ fn show_fixture_reports() {
         print!("{}", render_text(&lint(&name, &text)));
     }
 }
+
+#[test]
+fn a_directory_of_hcl_files_is_one_template() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let vars = "variable \"key\" {\n  default = \"alias/aws/ebs\"\n}\n";
+    let main = "source \"amazon-ebs\" \"x\" {\n  region     = \"us-east-1\"\n  encrypt_boot = true\n  kms_key_id = var.key\n}\nbuild { sources = [\"source.amazon-ebs.x\"] }\n";
+    std::fs::write(dir.path().join("variables.pkr.hcl"), vars).unwrap_or_default();
+    std::fs::write(dir.path().join("main.pkr.hcl"), main).unwrap_or_default();
+    let r = lint_paths(&[dir.path().to_path_buf()], &VarInputs::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.findings.len(), 1, "{}", render_text(&r));
+    assert!(r.findings[0].file.ends_with("main.pkr.hcl"));
+    assert_eq!((r.findings[0].code, r.findings[0].line), ("AMK006", 4));
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+}
