@@ -7,11 +7,13 @@
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
 //! - [`cli`]: the `amikey` command line.
+//! - [`lint`]: `amikey lint` over Packer templates (HCL2, JSON); no AWS.
 //! - [`postprocessor`]: the Packer post-processor, composing `wire` with `core` and `engine`.
 
 pub mod aws;
 pub mod cli;
 pub mod core;
 pub mod engine;
+pub mod lint;
 pub mod postprocessor;
 pub mod wire;
