@@ -14,9 +14,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::core::grants::{
-    ExistingGrant, Grantee, catalog_entry, explain_access_denied, satisfies,
-};
+use crate::core::grants::{ExistingGrant, Grantee, catalog_entry, explain_access_denied, satisfies};
 use crate::core::policy::generate_command;
 
 /// Who manages a KMS key (`DescribeKey` `KeyManager`).
@@ -186,10 +184,8 @@ impl DoctorReport {
     /// The checklist as text: `✔`, `✘` or `–` per check, the fix under each failure, and the
     /// likely cause last.
     pub fn render_text(&self) -> String {
-        let mut out = format!(
-            "amikey doctor {} in {} (account {})\n",
-            self.ami_id, self.region, self.account
-        );
+        let mut out =
+            format!("amikey doctor {} in {} (account {})\n", self.ami_id, self.region, self.account);
         for c in &self.checks {
             let mark = match c.status {
                 Status::Pass => "✔",
@@ -222,14 +218,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
+    let (y, mo, d, h, mi, se) =
+        (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -248,8 +238,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
             && rest.get(3..4) == Some(":") =>
         {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
-                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600 + rest.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
@@ -271,25 +260,15 @@ fn check(
     detail: impl Into<String>,
     fix: Option<String>,
 ) -> Check {
-    Check {
-        id: id.into(),
-        title: title.into(),
-        status,
-        detail: detail.into(),
-        fix,
-    }
+    Check { id: id.into(), title: title.into(), status, detail: detail.into(), fix }
 }
 
 fn grant_command(grantee: &Grantee, key_arn: &str) -> String {
     match grantee {
-        Grantee::Service {
-            service,
-            suffix: None,
-        } => format!("amikey grant --key-arn {key_arn} --service {service}"),
-        Grantee::Service {
-            service,
-            suffix: Some(s),
-        } => {
+        Grantee::Service { service, suffix: None } => {
+            format!("amikey grant --key-arn {key_arn} --service {service}")
+        }
+        Grantee::Service { service, suffix: Some(s) } => {
             let role = catalog_entry(service)
                 .map(|e| e.role_name_with(Some(s)))
                 .unwrap_or_else(|| format!("{service}_{s}"));
@@ -334,13 +313,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
     // 2. State and deprecation.
     match &facts.image {
         None => {
-            checks.push(check(
-                "ami.state",
-                "AMI available",
-                Status::Skip,
-                "AMI not visible",
-                None,
-            ));
+            checks.push(check("ami.state", "AMI available", Status::Skip, "AMI not visible", None));
             checks.push(check(
                 "ami.deprecation",
                 "AMI not deprecated",
@@ -351,13 +324,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
         }
         Some(img) => {
             if img.state == "available" {
-                checks.push(check(
-                    "ami.state",
-                    "AMI available",
-                    Status::Pass,
-                    "state available",
-                    None,
-                ));
+                checks.push(check("ami.state", "AMI available", Status::Pass, "state available", None));
             } else {
                 checks.push(check(
                     "ami.state",
@@ -368,7 +335,13 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 ));
             }
             match img.deprecation_time.as_deref() {
-                None => checks.push(check("ami.deprecation", "AMI not deprecated", Status::Pass, "no deprecation time", None)),
+                None => checks.push(check(
+                    "ami.deprecation",
+                    "AMI not deprecated",
+                    Status::Pass,
+                    "no deprecation time",
+                    None,
+                )),
                 Some(t) => match parse_rfc3339(t) {
                     None => checks.push(check(
                         "ami.deprecation",
@@ -418,11 +391,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
             None,
         ));
     } else {
-        let ids = hidden
-            .iter()
-            .map(|s| s.snapshot_id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let ids = hidden.iter().map(|s| s.snapshot_id.as_str()).collect::<Vec<_>>().join(", ");
         match &facts.published_key_arn {
             Some(k) => checks.push(check(
                 "snapshots.visible",
@@ -458,24 +427,17 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
         if is_aws_managed_alias(k) {
             return Some(KeyManager::Aws);
         }
-        facts
-            .snapshots
-            .iter()
-            .find(|s| s.kms_key_id.as_deref() == Some(k))
-            .and_then(|s| s.key_manager)
-            .or(match facts.keys.get(k) {
+        facts.snapshots.iter().find(|s| s.kms_key_id.as_deref() == Some(k)).and_then(|s| s.key_manager).or(
+            match facts.keys.get(k) {
                 Some(KeyDescribe::Ok { key_manager, .. }) => Some(*key_manager),
                 _ => None,
-            })
+            },
+        )
     };
 
     // 4. Encrypted with a customer managed key, not aws/ebs.
     if !any_encrypted && keys.is_empty() {
-        let status = if facts.snapshots.is_empty() {
-            Status::Skip
-        } else {
-            Status::Pass
-        };
+        let status = if facts.snapshots.is_empty() { Status::Skip } else { Status::Pass };
         checks.push(check(
             "snapshots.cmk",
             "Encrypted with a customer managed key",
@@ -484,27 +446,17 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
             None,
         ));
     } else {
-        let aws_managed: Vec<&String> = keys
-            .iter()
-            .filter(|k| manager(k) == Some(KeyManager::Aws))
-            .collect();
+        let aws_managed: Vec<&String> = keys.iter().filter(|k| manager(k) == Some(KeyManager::Aws)).collect();
         if aws_managed.is_empty() {
             checks.push(check(
                 "snapshots.cmk",
                 "Encrypted with a customer managed key",
                 Status::Pass,
-                format!(
-                    "key(s): {}",
-                    keys.iter().cloned().collect::<Vec<_>>().join(", ")
-                ),
+                format!("key(s): {}", keys.iter().cloned().collect::<Vec<_>>().join(", ")),
                 None,
             ));
         } else {
-            let list = aws_managed
-                .iter()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = aws_managed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
             checks.push(check(
                 "snapshots.cmk",
                 "Encrypted with a customer managed key",
@@ -524,28 +476,14 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
         let id = format!("key.reachable:{k}");
         let title = "Key reachable (DescribeKey)";
         match facts.keys.get(k) {
-            None => checks.push(check(
-                id,
-                title,
-                Status::Skip,
-                format!("{k} was not described"),
-                None,
-            )),
+            None => checks.push(check(id, title, Status::Skip, format!("{k} was not described"), None)),
             Some(KeyDescribe::Ok { state, .. }) if state == "Enabled" => {
                 reachable.insert(k);
-                checks.push(check(
-                    id,
-                    title,
-                    Status::Pass,
-                    format!("{k} is Enabled"),
-                    None,
-                ));
+                checks.push(check(id, title, Status::Pass, format!("{k} is Enabled"), None));
             }
             Some(KeyDescribe::Ok { state, .. }) => {
                 let fix = match state.as_str() {
-                    "Disabled" => Some(format!(
-                        "aws kms enable-key --key-id {k}  # in the producer account"
-                    )),
+                    "Disabled" => Some(format!("aws kms enable-key --key-id {k}  # in the producer account")),
                     "PendingDeletion" | "PendingReplicaDeletion" => Some(format!(
                         "aws kms cancel-key-deletion --key-id {k} && aws kms enable-key --key-id {k}  # in the producer account"
                     )),
@@ -558,10 +496,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                     format!("{k} is {state}: KMS refuses every cryptographic use"),
                     fix,
                 ));
-                causes.push((
-                    1,
-                    format!("key {k} is {state}, so EC2 cannot decrypt the AMI's snapshots"),
-                ));
+                causes.push((1, format!("key {k} is {state}, so EC2 cannot decrypt the AMI's snapshots")));
             }
             Some(KeyDescribe::NotFound) => {
                 checks.push(check(
@@ -635,10 +570,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 format!("slr.exists:{label}"),
                 format!("Service-linked role {label}"),
                 Status::Fail,
-                format!(
-                    "{} does not exist yet, so no grant can name it",
-                    role.role_arn
-                ),
+                format!("{} does not exist yet, so no grant can name it", role.role_arn),
                 create,
             ));
             causes.push((
@@ -656,45 +588,24 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
             let id = format!("grant:{label}:{k}");
             let title = format!("Grant for {label} on the key");
             if !role.exists {
-                checks.push(check(
-                    id,
-                    title,
-                    Status::Skip,
-                    "create the service-linked role first",
-                    None,
-                ));
+                checks.push(check(id, title, Status::Skip, "create the service-linked role first", None));
                 continue;
             }
             let region_of_key = crate::core::policy::arn_region(k).unwrap_or(region);
-            if role
-                .grants
-                .iter()
-                .any(|g| satisfies(g, k, region_of_key, &role.role_arn, &ops))
-            {
+            if role.grants.iter().any(|g| satisfies(g, k, region_of_key, &role.role_arn, &ops)) {
                 checks.push(check(
                     id,
                     title,
                     Status::Pass,
-                    format!(
-                        "{} has a grant on {k} with {}",
-                        role.role_arn,
-                        ops.join(" ")
-                    ),
+                    format!("{} has a grant on {k} with {}", role.role_arn, ops.join(" ")),
                     None,
                 ));
             } else {
-                let mut detail =
-                    format!("no grant on {k} gives {} {}", role.role_arn, ops.join(" "));
+                let mut detail = format!("no grant on {k} gives {} {}", role.role_arn, ops.join(" "));
                 if !reachable.contains(k) {
                     detail.push_str("; fix the key policy first, or the grant will be denied too");
                 }
-                checks.push(check(
-                    id,
-                    title,
-                    Status::Fail,
-                    detail,
-                    Some(grant_command(&role.grantee, k)),
-                ));
+                checks.push(check(id, title, Status::Fail, detail, Some(grant_command(&role.grantee, k))));
                 causes.push((
                     3,
                     format!(
@@ -735,31 +646,28 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 let Some(other) = o.kms_key_id.as_ref().filter(|k| !keys.contains(*k)) else {
                     continue;
                 };
-                let covered = roles
-                    .iter()
-                    .filter(|r| r.grantee.operations().is_ok())
-                    .all(|r| {
-                        r.grantee.operations().is_ok_and(|ops| {
-                            let reg = crate::core::policy::arn_region(other).unwrap_or(region);
-                            r.grants
-                                .iter()
-                                .any(|g| satisfies(g, other, reg, &r.role_arn, &ops))
-                        })
-                    });
+                let covered = roles.iter().filter(|r| r.grantee.operations().is_ok()).all(|r| {
+                    r.grantee.operations().is_ok_and(|ops| {
+                        let reg = crate::core::policy::arn_region(other).unwrap_or(region);
+                        r.grants.iter().any(|g| satisfies(g, other, reg, &r.role_arn, &ops))
+                    })
+                });
                 if covered && !roles.is_empty() {
-                    checks.push(check(id, title, Status::Pass, format!("re-encrypts with {other}, which the service-linked roles have grants on"), None));
+                    checks.push(check(
+                        id,
+                        title,
+                        Status::Pass,
+                        format!("re-encrypts with {other}, which the service-linked roles have grants on"),
+                        None,
+                    ));
                     continue;
                 }
                 bad = true;
                 let fix = if other.starts_with("arn:") {
-                    let grantee =
-                        roles
-                            .first()
-                            .map(|r| r.grantee.clone())
-                            .unwrap_or(Grantee::Service {
-                                service: "autoscaling".into(),
-                                suffix: None,
-                            });
+                    let grantee = roles
+                        .first()
+                        .map(|r| r.grantee.clone())
+                        .unwrap_or(Grantee::Service { service: "autoscaling".into(), suffix: None });
                     Some(grant_command(&grantee, other))
                 } else {
                     Some(format!(
@@ -829,10 +737,7 @@ mod tests {
     ];
 
     fn asg() -> Grantee {
-        Grantee::Service {
-            service: "autoscaling".into(),
-            suffix: None,
-        }
+        Grantee::Service { service: "autoscaling".into(), suffix: None }
     }
 
     fn asg_arn() -> String {
@@ -842,9 +747,7 @@ mod tests {
     fn grant(key: &str, ops: &[&str]) -> ExistingGrant {
         ExistingGrant {
             key_arn: key.into(),
-            region: crate::core::policy::arn_region(key)
-                .unwrap_or_default()
-                .into(),
+            region: crate::core::policy::arn_region(key).unwrap_or_default().into(),
             grant_id: "g1".into(),
             name: None,
             grantee_arn: asg_arn(),
@@ -892,10 +795,7 @@ mod tests {
     }
 
     fn status_of<'a>(r: &'a DoctorReport, id: &str) -> &'a Check {
-        r.checks
-            .iter()
-            .find(|c| c.id == id)
-            .unwrap_or_else(|| panic!("no check {id} in {r:#?}"))
+        r.checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id} in {r:#?}"))
     }
 
     #[test]
@@ -933,16 +833,10 @@ mod tests {
             c.fix.as_deref(),
             Some(format!("amikey grant --key-arn {KEY} --service autoscaling").as_str())
         );
-        assert!(
-            r.likely_cause
-                .as_deref()
-                .unwrap()
-                .contains("Client.InternalError")
-        );
+        assert!(r.likely_cause.as_deref().unwrap().contains("Client.InternalError"));
         let text = r.render_text();
         assert!(
-            text.contains("✘ Grant for autoscaling on the key")
-                && text.contains("    fix: amikey grant"),
+            text.contains("✘ Grant for autoscaling on the key") && text.contains("    fix: amikey grant"),
             "{text}"
         );
         assert!(text.contains("✔ AMI shared with this account"));
@@ -955,18 +849,9 @@ mod tests {
         let mut f = healthy();
         f.service_roles[0].grants = vec![grant(
             KEY,
-            &[
-                "Decrypt",
-                "GenerateDataKeyWithoutPlaintext",
-                "ReEncryptFrom",
-                "ReEncryptTo",
-                "CreateGrant",
-            ],
+            &["Decrypt", "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom", "ReEncryptTo", "CreateGrant"],
         )];
-        assert_eq!(
-            status_of(&diagnose(&f, NOW), &format!("grant:autoscaling:{KEY}")).status,
-            Status::Fail
-        );
+        assert_eq!(status_of(&diagnose(&f, NOW), &format!("grant:autoscaling:{KEY}")).status, Status::Fail);
     }
 
     #[test]
@@ -978,21 +863,12 @@ mod tests {
         let c = status_of(&r, &format!("key.reachable:{KEY}"));
         assert_eq!(
             c.fix.as_deref(),
-            Some(
-                format!("amikey policy generate --consumer-account {ACCT} --key {KEY} --merge")
-                    .as_str()
-            )
+            Some(format!("amikey policy generate --consumer-account {ACCT} --key {KEY} --merge").as_str())
         );
         // The key-policy cause ranks before the missing grant.
+        assert!(r.likely_cause.as_deref().unwrap().contains("key policy"), "{:?}", r.likely_cause);
         assert!(
-            r.likely_cause.as_deref().unwrap().contains("key policy"),
-            "{:?}",
-            r.likely_cause
-        );
-        assert!(
-            status_of(&r, &format!("grant:autoscaling:{KEY}"))
-                .detail
-                .contains("fix the key policy first")
+            status_of(&r, &format!("grant:autoscaling:{KEY}")).detail.contains("fix the key policy first")
         );
     }
 
@@ -1002,12 +878,7 @@ mod tests {
         f.snapshots[0].kms_key_id = Some("arn:aws:kms:us-east-1:444455556666:alias/aws/ebs".into());
         let r = diagnose(&f, NOW);
         assert_eq!(status_of(&r, "snapshots.cmk").status, Status::Fail);
-        assert!(
-            r.likely_cause
-                .as_deref()
-                .unwrap()
-                .contains("AWS managed key")
-        );
+        assert!(r.likely_cause.as_deref().unwrap().contains("AWS managed key"));
 
         let mut f = healthy();
         f.keys.insert(
@@ -1032,10 +903,7 @@ mod tests {
     fn missing_service_linked_role_says_how_to_create_it() {
         let mut f = healthy();
         f.service_roles[0] = ServiceRoleFacts {
-            grantee: Grantee::Service {
-                service: "autoscaling".into(),
-                suffix: Some("prod".into()),
-            },
+            grantee: Grantee::Service { service: "autoscaling".into(), suffix: Some("prod".into()) },
             role_arn: format!("{}_prod", asg_arn()),
             exists: false,
             grants: vec![],
@@ -1048,10 +916,7 @@ mod tests {
                 "aws iam create-service-linked-role --aws-service-name autoscaling.amazonaws.com --custom-suffix prod"
             )
         );
-        assert_eq!(
-            status_of(&r, &format!("grant:autoscaling_prod:{KEY}")).status,
-            Status::Skip
-        );
+        assert_eq!(status_of(&r, &format!("grant:autoscaling_prod:{KEY}")).status, Status::Skip);
     }
 
     #[test]
@@ -1074,12 +939,7 @@ mod tests {
         f.image = None;
         let r = diagnose(&f, NOW);
         let c = status_of(&r, "ami.visible");
-        assert!(
-            c.fix
-                .as_deref()
-                .unwrap()
-                .contains("--launch-permission \"Add=[{UserId=111122223333}]\"")
-        );
+        assert!(c.fix.as_deref().unwrap().contains("--launch-permission \"Add=[{UserId=111122223333}]\""));
         assert_eq!(status_of(&r, "ami.state").status, Status::Skip);
 
         let mut f = healthy();
@@ -1093,10 +953,7 @@ mod tests {
         if let Some(img) = f.image.as_mut() {
             img.deprecation_time = Some("2030-01-01T00:00:00Z".into());
         }
-        assert_eq!(
-            status_of(&diagnose(&f, NOW), "ami.deprecation").status,
-            Status::Pass
-        );
+        assert_eq!(status_of(&diagnose(&f, NOW), "ami.deprecation").status, Status::Pass);
     }
 
     #[test]

@@ -125,10 +125,9 @@ impl ServiceLinkedRole {
                 "aws iam create-service-linked-role --aws-service-name {} --custom-suffix {s}",
                 self.service_principal
             ),
-            None => format!(
-                "aws iam create-service-linked-role --aws-service-name {}",
-                self.service_principal
-            ),
+            None => {
+                format!("aws iam create-service-linked-role --aws-service-name {}", self.service_principal)
+            }
         }
     }
 }
@@ -139,11 +138,7 @@ pub fn catalog_markdown() -> String {
         "| `--service` | Role (`aws-service-role/<principal>/`) | Grant operations | Notes |\n|---|---|---|---|\n",
     );
     for e in CATALOG {
-        let ops = if e.uses_grants {
-            e.operations.join(", ")
-        } else {
-            "none (no grant needed)".to_owned()
-        };
+        let ops = if e.uses_grants { e.operations.join(", ") } else { "none (no grant needed)".to_owned() };
         let role = if e.custom_suffix {
             format!("`{}` or `{}_SUFFIX`", e.role_name, e.role_name)
         } else {
@@ -224,29 +219,19 @@ pub enum Grantee {
 }
 
 fn valid_suffix(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c))
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c))
 }
 
 impl Grantee {
     /// Parses a `--service` value: a catalog name, or `AWSServiceRoleForAutoScaling_SUFFIX`.
     pub fn parse_service(spec: &str) -> Result<Grantee, GrantError> {
         if let Some(entry) = catalog_entry(spec) {
-            return Ok(Grantee::Service {
-                service: entry.service.to_owned(),
-                suffix: None,
-            });
+            return Ok(Grantee::Service { service: entry.service.to_owned(), suffix: None });
         }
         for entry in CATALOG.iter().filter(|e| e.custom_suffix) {
-            if let Some(suffix) = spec
-                .strip_prefix(entry.role_name)
-                .and_then(|r| r.strip_prefix('_'))
-            {
+            if let Some(suffix) = spec.strip_prefix(entry.role_name).and_then(|r| r.strip_prefix('_')) {
                 if !valid_suffix(suffix) {
-                    return Err(GrantError::BadSuffix {
-                        suffix: suffix.to_owned(),
-                    });
+                    return Err(GrantError::BadSuffix { suffix: suffix.to_owned() });
                 }
                 return Ok(Grantee::Service {
                     service: entry.service.to_owned(),
@@ -254,19 +239,12 @@ impl Grantee {
                 });
             }
             if spec == entry.role_name {
-                return Ok(Grantee::Service {
-                    service: entry.service.to_owned(),
-                    suffix: None,
-                });
+                return Ok(Grantee::Service { service: entry.service.to_owned(), suffix: None });
             }
         }
         Err(GrantError::UnknownService {
             given: spec.to_owned(),
-            supported: CATALOG
-                .iter()
-                .map(|e| e.service)
-                .collect::<Vec<_>>()
-                .join(", "),
+            supported: CATALOG.iter().map(|e| e.service).collect::<Vec<_>>().join(", "),
         })
     }
 
@@ -275,32 +253,19 @@ impl Grantee {
         let ok = arn.starts_with("arn:")
             && arn.contains(":iam::")
             && arn_account(arn).is_some_and(is_account_id)
-            && arn
-                .splitn(6, ':')
-                .nth(5)
-                .is_some_and(|r| r.starts_with("role/") && r.len() > 5);
+            && arn.splitn(6, ':').nth(5).is_some_and(|r| r.starts_with("role/") && r.len() > 5);
         if ok {
-            Ok(Grantee::Role {
-                arn: arn.to_owned(),
-            })
+            Ok(Grantee::Role { arn: arn.to_owned() })
         } else {
-            Err(GrantError::BadRoleArn {
-                arn: arn.to_owned(),
-            })
+            Err(GrantError::BadRoleArn { arn: arn.to_owned() })
         }
     }
 
     /// The label used in grant names and output: `autoscaling`, `autoscaling_SUFFIX`, `role`.
     pub fn label(&self) -> String {
         match self {
-            Grantee::Service {
-                service,
-                suffix: None,
-            } => service.clone(),
-            Grantee::Service {
-                service,
-                suffix: Some(s),
-            } => format!("{service}_{s}"),
+            Grantee::Service { service, suffix: None } => service.clone(),
+            Grantee::Service { service, suffix: Some(s) } => format!("{service}_{s}"),
             Grantee::Role { .. } => "role".to_owned(),
         }
     }
@@ -312,11 +277,7 @@ impl Grantee {
             Grantee::Service { service, .. } => {
                 let entry = catalog_entry(service).ok_or_else(|| GrantError::UnknownService {
                     given: service.clone(),
-                    supported: CATALOG
-                        .iter()
-                        .map(|e| e.service)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    supported: CATALOG.iter().map(|e| e.service).collect::<Vec<_>>().join(", "),
                 })?;
                 if !entry.uses_grants {
                     return Err(GrantError::NoGrantNeeded {
@@ -340,17 +301,11 @@ pub fn grantee_arn(grantee: &Grantee, account: &str) -> Result<String, GrantErro
         Grantee::Role { arn } => Ok(arn.clone()),
         Grantee::Service { service, suffix } => {
             if !is_account_id(account) {
-                return Err(GrantError::BadAccount {
-                    account: account.to_owned(),
-                });
+                return Err(GrantError::BadAccount { account: account.to_owned() });
             }
             let entry = catalog_entry(service).ok_or_else(|| GrantError::UnknownService {
                 given: service.clone(),
-                supported: CATALOG
-                    .iter()
-                    .map(|e| e.service)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                supported: CATALOG.iter().map(|e| e.service).collect::<Vec<_>>().join(", "),
             })?;
             Ok(format!(
                 "arn:aws:iam::{account}:role/aws-service-role/{}/{}",
@@ -383,13 +338,7 @@ pub fn grant_name(label: &str, key_arn: &str, grantee_arn: &str) -> String {
     let hash = fnv1a64(format!("amikey-grant-v1\n{key_arn}\n{grantee_arn}").as_bytes());
     let label: String = label
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
         .take(256 - NAME_PREFIX.len() - 17)
         .collect();
     format!("{NAME_PREFIX}{label}-{hash:016x}")
@@ -403,20 +352,11 @@ pub fn expand_multi_region(key_arn: &str, regions: &[String]) -> Vec<(String, St
         let set: BTreeSet<&String> = regions.iter().collect();
         set.into_iter()
             .map(|r| {
-                (
-                    r.clone(),
-                    format!(
-                        "{}:{}:{}:{r}:{}:{}",
-                        parts[0], parts[1], parts[2], parts[4], parts[5]
-                    ),
-                )
+                (r.clone(), format!("{}:{}:{}:{r}:{}:{}", parts[0], parts[1], parts[2], parts[4], parts[5]))
             })
             .collect()
     } else {
-        vec![(
-            arn_region(key_arn).unwrap_or_default().to_owned(),
-            key_arn.to_owned(),
-        )]
+        vec![(arn_region(key_arn).unwrap_or_default().to_owned(), key_arn.to_owned())]
     }
 }
 
@@ -454,9 +394,7 @@ pub struct ExistingGrant {
 
 impl ExistingGrant {
     fn is_amikeys(&self) -> bool {
-        self.name
-            .as_deref()
-            .is_some_and(|n| n.starts_with(NAME_PREFIX))
+        self.name.as_deref().is_some_and(|n| n.starts_with(NAME_PREFIX))
     }
 }
 
@@ -551,9 +489,7 @@ pub struct GrantPlan {
 impl GrantPlan {
     /// Whether applying the plan changes nothing.
     pub fn is_noop(&self) -> bool {
-        self.actions
-            .iter()
-            .all(|a| matches!(a, GrantAction::Unchanged { .. }))
+        self.actions.iter().all(|a| matches!(a, GrantAction::Unchanged { .. }))
     }
 }
 
@@ -561,30 +497,13 @@ impl std::fmt::Display for GrantPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for a in &self.actions {
             match a {
-                GrantAction::Create {
-                    key_arn,
-                    grantee_arn,
-                    operations,
-                    name,
-                    ..
-                } => writeln!(
-                    f,
-                    "+ create {name} on {key_arn} for {grantee_arn}: {}",
-                    operations.join(" ")
-                )?,
-                GrantAction::Unchanged {
-                    key_arn,
-                    grantee_arn,
-                    grant_id,
-                    ..
-                } => writeln!(f, "= keep grant {grant_id} on {key_arn} for {grantee_arn}")?,
-                GrantAction::Retire {
-                    key_arn,
-                    grant_id,
-                    name,
-                    reason,
-                    ..
-                } => {
+                GrantAction::Create { key_arn, grantee_arn, operations, name, .. } => {
+                    writeln!(f, "+ create {name} on {key_arn} for {grantee_arn}: {}", operations.join(" "))?
+                }
+                GrantAction::Unchanged { key_arn, grantee_arn, grant_id, .. } => {
+                    writeln!(f, "= keep grant {grant_id} on {key_arn} for {grantee_arn}")?
+                }
+                GrantAction::Retire { key_arn, grant_id, name, reason, .. } => {
                     let reason = match reason {
                         RetireReason::KeyNotPublished => "key no longer published",
                         RetireReason::Superseded => "superseded by a grant with more operations",
@@ -623,9 +542,7 @@ impl std::fmt::Display for GrantPlan {
 }
 
 fn norm_ops(ops: &[String]) -> BTreeSet<String> {
-    ops.iter()
-        .map(|o| o.strip_prefix("kms:").unwrap_or(o).to_owned())
-        .collect()
+    ops.iter().map(|o| o.strip_prefix("kms:").unwrap_or(o).to_owned()).collect()
 }
 
 /// Whether `existing` satisfies a need: same key, region and grantee, and operations ⊇
@@ -692,13 +609,10 @@ pub fn plan(desired: &[DesiredGrant], existing: &[ExistingGrant], retire_stale: 
         let same_slot: Vec<&ExistingGrant> = existing
             .iter()
             .copied()
-            .filter(|g| {
-                g.key_arn == *key_arn && g.region == *region && g.grantee_arn == *grantee_arn
-            })
+            .filter(|g| g.key_arn == *key_arn && g.region == *region && g.grantee_arn == *grantee_arn)
             .collect();
-        let (ok, short): (Vec<&ExistingGrant>, Vec<&ExistingGrant>) = same_slot
-            .into_iter()
-            .partition(|g| satisfies(g, key_arn, region, grantee_arn, &ops_vec));
+        let (ok, short): (Vec<&ExistingGrant>, Vec<&ExistingGrant>) =
+            same_slot.into_iter().partition(|g| satisfies(g, key_arn, region, grantee_arn, &ops_vec));
         if ok.is_empty() {
             creates.push(GrantAction::Create {
                 key_arn: key_arn.clone(),
@@ -711,11 +625,7 @@ pub fn plan(desired: &[DesiredGrant], existing: &[ExistingGrant], retire_stale: 
             // Prefer the grant with our exact name, then any amikey grant, then the lowest id.
             let mut ranked = ok.clone();
             ranked.sort_by_key(|g| {
-                (
-                    g.name.as_deref() != Some(name.as_str()),
-                    !g.is_amikeys(),
-                    g.grant_id.clone(),
-                )
+                (g.name.as_deref() != Some(name.as_str()), !g.is_amikeys(), g.grant_id.clone())
             });
             let kept = ranked[0];
             keeps.push(GrantAction::Unchanged {
@@ -726,8 +636,7 @@ pub fn plan(desired: &[DesiredGrant], existing: &[ExistingGrant], retire_stale: 
                 name: kept.name.clone(),
             });
             if ranked.len() > 1 {
-                let mut others: Vec<String> =
-                    ranked[1..].iter().map(|g| g.grant_id.clone()).collect();
+                let mut others: Vec<String> = ranked[1..].iter().map(|g| g.grant_id.clone()).collect();
                 others.sort();
                 out.duplicates.push(DuplicateGrants {
                     key_arn: key_arn.clone(),
@@ -749,10 +658,7 @@ pub fn plan(desired: &[DesiredGrant], existing: &[ExistingGrant], retire_stale: 
     }
 
     let wanted_keys: BTreeSet<&String> = wanted.keys().map(|(k, _, _)| k).collect();
-    for g in existing
-        .iter()
-        .filter(|g| g.is_amikeys() && !wanted_keys.contains(&g.key_arn))
-    {
+    for g in existing.iter().filter(|g| g.is_amikeys() && !wanted_keys.contains(&g.key_arn)) {
         retire(g, RetireReason::KeyNotPublished, &mut out);
     }
     out.actions = creates;
@@ -781,9 +687,7 @@ pub fn explain_access_denied(operation: &str, key_arn: &str, consumer_account: &
              launches fail with Client.InternalError",
         ),
         "DescribeKey" => (
-            format!(
-                "allow arn:aws:iam::{consumer_account}:root kms:DescribeKey (Sid AmikeyConsumerGrants)"
-            ),
+            format!("allow arn:aws:iam::{consumer_account}:root kms:DescribeKey (Sid AmikeyConsumerGrants)"),
             "amikey cannot resolve or check the key",
         ),
         _ => (
@@ -865,45 +769,29 @@ mod tests {
         let md = catalog_markdown();
         assert_eq!(md.lines().count(), CATALOG.len() + 2);
         assert!(md.contains("| `ecs-autoscaling` | `AWSServiceRoleForApplicationAutoScaling_ECSService` (`ecs.application-autoscaling.amazonaws.com`) | none (no grant needed) |"));
-        assert!(
-            md.contains("`AWSServiceRoleForAutoScaling` or `AWSServiceRoleForAutoScaling_SUFFIX`")
-        );
+        assert!(md.contains("`AWSServiceRoleForAutoScaling` or `AWSServiceRoleForAutoScaling_SUFFIX`"));
     }
 
     #[test]
     fn grantee_arns_follow_the_service_role_path() {
-        assert_eq!(
-            grantee_arn(&Grantee::parse_service("autoscaling").unwrap(), ACCT).unwrap(),
-            ASG
-        );
+        assert_eq!(grantee_arn(&Grantee::parse_service("autoscaling").unwrap(), ACCT).unwrap(), ASG);
         assert_eq!(
             grantee_arn(&Grantee::parse_service("spot").unwrap(), ACCT).unwrap(),
             "arn:aws:iam::111111111111:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
         );
         let custom = Grantee::parse_service("AWSServiceRoleForAutoScaling_prod").unwrap();
-        assert_eq!(
-            custom,
-            Grantee::Service {
-                service: "autoscaling".into(),
-                suffix: Some("prod".into())
-            }
-        );
+        assert_eq!(custom, Grantee::Service { service: "autoscaling".into(), suffix: Some("prod".into()) });
         assert_eq!(grantee_arn(&custom, ACCT).unwrap(), format!("{ASG}_prod"));
         assert_eq!(custom.label(), "autoscaling_prod");
         assert_eq!(
-            catalog_entry("autoscaling")
-                .unwrap()
-                .create_command(Some("prod")),
+            catalog_entry("autoscaling").unwrap().create_command(Some("prod")),
             "aws iam create-service-linked-role --aws-service-name autoscaling.amazonaws.com --custom-suffix prod"
         );
         assert!(matches!(
             Grantee::parse_service("AWSServiceRoleForAutoScaling_bad/x"),
             Err(GrantError::BadSuffix { .. })
         ));
-        assert!(matches!(
-            Grantee::parse_service("lambda"),
-            Err(GrantError::UnknownService { .. })
-        ));
+        assert!(matches!(Grantee::parse_service("lambda"), Err(GrantError::UnknownService { .. })));
         assert!(grantee_arn(&Grantee::parse_service("spot").unwrap(), "12").is_err());
         let karpenter = Grantee::role("arn:aws:iam::111111111111:role/KarpenterNodeRole").unwrap();
         assert_eq!(
@@ -918,17 +806,8 @@ mod tests {
     fn ecs_autoscaling_needs_no_grant_and_says_why() {
         let g = Grantee::parse_service("ecs-autoscaling").unwrap();
         let err = g.operations().unwrap_err().to_string();
-        assert!(
-            err.contains("needs no grant") && err.contains("--service autoscaling"),
-            "{err}"
-        );
-        assert_eq!(
-            Grantee::parse_service("spot")
-                .unwrap()
-                .operations()
-                .unwrap(),
-            ops(LAUNCH_OPERATIONS)
-        );
+        assert!(err.contains("needs no grant") && err.contains("--service autoscaling"), "{err}");
+        assert_eq!(Grantee::parse_service("spot").unwrap().operations().unwrap(), ops(LAUNCH_OPERATIONS));
     }
 
     /// Pinned: changing the hash or its input layout would orphan every grant amikey created.
@@ -939,57 +818,34 @@ mod tests {
         let n = grant_name("autoscaling", KEY, ASG);
         // Computed independently (Python FNV-1a 64 over the same bytes).
         assert_eq!(n, "amikey-autoscaling-fc353a87d30b856a");
-        assert!(
-            n.starts_with("amikey-autoscaling-") && n.len() == "amikey-autoscaling-".len() + 16,
-            "{n}"
-        );
+        assert!(n.starts_with("amikey-autoscaling-") && n.len() == "amikey-autoscaling-".len() + 16, "{n}");
         let other_region = KEY.replace("eu-west-1", "us-east-1");
         assert_ne!(n, grant_name("autoscaling", &other_region, ASG));
         assert_ne!(n, grant_name("autoscaling", KEY, &format!("{ASG}_prod")));
         let weird = grant_name(&"x.y@z".repeat(100), KEY, ASG);
         assert!(weird.len() <= 256);
-        assert!(
-            weird
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ":/_-".contains(c)),
-            "{weird}"
-        );
+        assert!(weird.chars().all(|c| c.is_ascii_alphanumeric() || ":/_-".contains(c)), "{weird}");
     }
 
     #[test]
     fn multi_region_keys_expand_per_replica() {
         let mrk = "arn:aws:kms:eu-west-1:999999999999:key/mrk-abc";
-        let regions = vec![
-            "us-east-1".to_owned(),
-            "eu-west-1".to_owned(),
-            "us-east-1".to_owned(),
-        ];
+        let regions = vec!["us-east-1".to_owned(), "eu-west-1".to_owned(), "us-east-1".to_owned()];
         assert_eq!(
             expand_multi_region(mrk, &regions),
             vec![
                 ("eu-west-1".to_owned(), mrk.to_owned()),
-                (
-                    "us-east-1".to_owned(),
-                    "arn:aws:kms:us-east-1:999999999999:key/mrk-abc".to_owned()
-                )
+                ("us-east-1".to_owned(), "arn:aws:kms:us-east-1:999999999999:key/mrk-abc".to_owned())
             ]
         );
-        assert_eq!(
-            expand_multi_region(KEY, &regions),
-            vec![("eu-west-1".to_owned(), KEY.to_owned())]
-        );
+        assert_eq!(expand_multi_region(KEY, &regions), vec![("eu-west-1".to_owned(), KEY.to_owned())]);
     }
 
     #[test]
     fn plan_creates_missing_grants_once_per_slot() {
         let p = plan(&[desired(KEY, ASG), desired(KEY, ASG)], &[], false);
         assert_eq!(p.actions.len(), 1);
-        let GrantAction::Create {
-            name, operations, ..
-        } = &p.actions[0]
-        else {
-            panic!("{p:?}")
-        };
+        let GrantAction::Create { name, operations, .. } = &p.actions[0] else { panic!("{p:?}") };
         assert_eq!(name, &grant_name("autoscaling", KEY, ASG));
         assert_eq!(operations, &ops(LAUNCH_OPERATIONS));
         assert!(!p.is_noop());
@@ -1030,26 +886,10 @@ mod tests {
             KEY,
             ASG,
             None,
-            &[
-                "Decrypt",
-                "GenerateDataKeyWithoutPlaintext",
-                "ReEncryptFrom",
-                "ReEncryptTo",
-                "CreateGrant",
-            ],
+            &["Decrypt", "GenerateDataKeyWithoutPlaintext", "ReEncryptFrom", "ReEncryptTo", "CreateGrant"],
         );
-        let old_ours = existing(
-            "g0",
-            KEY,
-            ASG,
-            Some("amikey-autoscaling-0000000000000000"),
-            &["Decrypt"],
-        );
-        let p = plan(
-            &[desired(KEY, ASG)],
-            &[seed_001.clone(), old_ours.clone()],
-            true,
-        );
+        let old_ours = existing("g0", KEY, ASG, Some("amikey-autoscaling-0000000000000000"), &["Decrypt"]);
+        let p = plan(&[desired(KEY, ASG)], &[seed_001.clone(), old_ours.clone()], true);
         assert!(matches!(p.actions[0], GrantAction::Create { .. }));
         assert!(
             matches!(&p.actions[1], GrantAction::Retire { grant_id, reason: RetireReason::Superseded, .. } if grant_id == "g0")
@@ -1067,27 +907,11 @@ mod tests {
         let name = grant_name("autoscaling", KEY, ASG);
         let a = existing("a", KEY, ASG, Some("manual"), LAUNCH_OPERATIONS);
         let b = existing("b", KEY, ASG, Some(&name), LAUNCH_OPERATIONS);
-        let c = existing(
-            "c",
-            KEY,
-            ASG,
-            Some("amikey-autoscaling-ffffffffffffffff"),
-            LAUNCH_OPERATIONS,
-        );
+        let c = existing("c", KEY, ASG, Some("amikey-autoscaling-ffffffffffffffff"), LAUNCH_OPERATIONS);
         let gone = "arn:aws:kms:eu-west-1:999999999999:key/old";
-        let stale = existing(
-            "s",
-            gone,
-            ASG,
-            Some(&grant_name("autoscaling", gone, ASG)),
-            LAUNCH_OPERATIONS,
-        );
+        let stale = existing("s", gone, ASG, Some(&grant_name("autoscaling", gone, ASG)), LAUNCH_OPERATIONS);
         let foreign_on_gone = existing("f", gone, ASG, None, LAUNCH_OPERATIONS);
-        let p = plan(
-            &[desired(KEY, ASG)],
-            &[stale, c, a, b, foreign_on_gone],
-            true,
-        );
+        let p = plan(&[desired(KEY, ASG)], &[stale, c, a, b, foreign_on_gone], true);
         assert_eq!(
             p.duplicates,
             vec![DuplicateGrants {
@@ -1104,31 +928,16 @@ mod tests {
             .map(|a| match a {
                 GrantAction::Create { name, .. } => (name.clone(), "create"),
                 GrantAction::Unchanged { grant_id, .. } => (grant_id.clone(), "keep"),
-                GrantAction::Retire {
-                    grant_id,
-                    reason: RetireReason::Duplicate,
-                    ..
-                } => (grant_id.clone(), "dup"),
-                GrantAction::Retire {
-                    grant_id, reason, ..
-                } => (
+                GrantAction::Retire { grant_id, reason: RetireReason::Duplicate, .. } => {
+                    (grant_id.clone(), "dup")
+                }
+                GrantAction::Retire { grant_id, reason, .. } => (
                     grant_id.clone(),
-                    if *reason == RetireReason::KeyNotPublished {
-                        "stale"
-                    } else {
-                        "super"
-                    },
+                    if *reason == RetireReason::KeyNotPublished { "stale" } else { "super" },
                 ),
             })
             .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("b".into(), "keep"),
-                ("c".into(), "dup"),
-                ("s".into(), "stale")
-            ]
-        );
+        assert_eq!(summary, vec![("b".into(), "keep"), ("c".into(), "dup"), ("s".into(), "stale")]);
         // The plan serializes for --dry-run JSON.
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["actions"][2]["action"], "retire");
@@ -1138,21 +947,13 @@ mod tests {
     #[test]
     fn access_denied_explanations_name_the_missing_statement_and_command() {
         let m = explain_access_denied("CreateGrant", KEY, ACCT);
+        assert!(m.contains("kms:CreateGrant without a `kms:GrantIsForAWSResource` condition"), "{m}");
         assert!(
-            m.contains("kms:CreateGrant without a `kms:GrantIsForAWSResource` condition"),
-            "{m}"
-        );
-        assert!(
-            m.contains(&format!(
-                "amikey policy generate --consumer-account {ACCT} --key {KEY} --merge"
-            )),
+            m.contains(&format!("amikey policy generate --consumer-account {ACCT} --key {KEY} --merge")),
             "{m}"
         );
         assert!(m.contains("account 999999999999, region eu-west-1"), "{m}");
         let m = explain_access_denied("kms:Decrypt", KEY, ACCT);
-        assert!(
-            m.contains("AmikeyConsumerCrypto") && m.contains("cannot decrypt"),
-            "{m}"
-        );
+        assert!(m.contains("AmikeyConsumerCrypto") && m.contains("cannot decrypt"), "{m}");
     }
 }

@@ -44,17 +44,8 @@ impl<'a> LineIndex<'a> {
         let line = self.starts.partition_point(|s| *s <= offset).max(1);
         let start = self.starts.get(line - 1).copied().unwrap_or(0);
         let end = offset.min(self.text.len()).max(start);
-        let col = self
-            .text
-            .get(start..end)
-            .map(|s| s.chars().count())
-            .unwrap_or(end - start)
-            + 1;
-        Pos {
-            file: self.file,
-            line,
-            col,
-        }
+        let col = self.text.get(start..end).map(|s| s.chars().count()).unwrap_or(end - start) + 1;
+        Pos { file: self.file, line, col }
     }
 }
 
@@ -125,15 +116,8 @@ pub fn parse_templates(texts: &[&str], vars: &LoadedVars) -> Template {
     let mut findings = Vec::new();
     for (file, text) in texts.iter().enumerate() {
         if nesting(text) > MAX_NESTING {
-            let pos = Pos {
-                file,
-                line: 1,
-                col: 1,
-            };
-            findings.push(syntax_error(
-                pos,
-                format!("brackets nest deeper than {MAX_NESTING} levels"),
-            ));
+            let pos = Pos { file, line: 1, col: 1 };
+            findings.push(syntax_error(pos, format!("brackets nest deeper than {MAX_NESTING} levels")));
             continue;
         }
         match hcl::edit::parser::parse_body(text) {
@@ -144,11 +128,7 @@ pub fn parse_templates(texts: &[&str], vars: &LoadedVars) -> Template {
             }
             Err(e) => {
                 let loc = e.location();
-                let pos = Pos {
-                    file,
-                    line: loc.line(),
-                    col: loc.column(),
-                };
+                let pos = Pos { file, line: loc.line(), col: loc.column() };
                 findings.push(syntax_error(pos, e.message().to_string()));
             }
         }
@@ -182,9 +162,9 @@ fn convert_body(body: &hcl::edit::structure::Body, idx: &LineIndex) -> RawBlock 
                         hcl::edit::expr::ObjectKey::Ident(i) => {
                             (Some(i.as_str().to_string()), span_pos(i, idx))
                         }
-                        hcl::edit::expr::ObjectKey::Expression(
-                            hcl::edit::expr::Expression::String(s),
-                        ) => (Some(s.as_str().to_string()), span_pos(s, idx)),
+                        hcl::edit::expr::ObjectKey::Expression(hcl::edit::expr::Expression::String(s)) => {
+                            (Some(s.as_str().to_string()), span_pos(s, idx))
+                        }
                         _ => (None, Pos::default()),
                     };
                     if let Some(n) = name {
@@ -225,10 +205,7 @@ pub fn var_file(text: &str) -> Result<Vec<(String, Value)>, String> {
     let ctx = base_context();
     let mut out = Vec::new();
     for a in body.attributes() {
-        let v = a
-            .expr()
-            .evaluate(&ctx)
-            .map_err(|e| format!("{}: {e}", a.key()))?;
+        let v = a.expr().evaluate(&ctx).map_err(|e| format!("{}: {e}", a.key()))?;
         out.push((a.key().to_string(), v));
     }
     Ok(out)
@@ -314,9 +291,7 @@ fn f_format(args: FuncArgs) -> Result<Value, String> {
         }
         match chars.next() {
             Some('%') => out.push('%'),
-            Some('s' | 'd' | 'v') => {
-                out.push_str(&str_arg(rest.next().ok_or("format: too few arguments")?)?)
-            }
+            Some('s' | 'd' | 'v') => out.push_str(&str_arg(rest.next().ok_or("format: too few arguments")?)?),
             _ => return Err("format: only %s, %d, %v and %% are evaluated statically".into()),
         }
     }
@@ -397,11 +372,7 @@ fn cli_value(raw: &str, string_type: bool, ctx: &Context) -> Value {
     if string_type {
         return Value::String(raw.to_string());
     }
-    match raw
-        .parse::<Expression>()
-        .ok()
-        .and_then(|e| e.evaluate(ctx).ok())
-    {
+    match raw.parse::<Expression>().ok().and_then(|e| e.evaluate(ctx).ok()) {
         Some(v) => v,
         None => Value::String(raw.to_string()),
     }
@@ -414,29 +385,16 @@ fn eval_block(
     ctx: &Context,
     notes: &mut Vec<(Pos, String)>,
 ) -> Block {
-    let mut b = Block {
-        kind: kind.to_string(),
-        name: name.to_string(),
-        pos: raw.pos,
-        ..Block::default()
-    };
+    let mut b = Block { kind: kind.to_string(), name: name.to_string(), pos: raw.pos, ..Block::default() };
     for a in &raw.attrs {
         let val = eval(&a.expr, ctx);
         if val.is_unknown() && RELEVANT_KEYS.contains(&a.key.as_str()) {
             notes.push((a.pos, unknown_note(&a.key, &val)));
         }
-        b.attrs.insert(
-            a.key.clone(),
-            Attr {
-                pos: a.pos,
-                val,
-                entries: a.entries.clone(),
-            },
-        );
+        b.attrs.insert(a.key.clone(), Attr { pos: a.pos, val, entries: a.entries.clone() });
     }
     for nb in &raw.blocks {
-        b.blocks
-            .push((nb.ident.clone(), eval_block(nb, &nb.ident, "", ctx, notes)));
+        b.blocks.push((nb.ident.clone(), eval_block(nb, &nb.ident, "", ctx, notes)));
     }
     b
 }
@@ -531,26 +489,23 @@ pub fn evaluate(root: &RawBlock, vars: &LoadedVars) -> Template {
     };
     for (name, a) in &pending {
         if let Err(e) = a.expr.evaluate(&lctx_final) {
-            t.notes.push((a.pos, format!("local `{name}` cannot be evaluated statically ({}); uses of local.{name} were skipped", short(e))));
+            t.notes.push((
+                a.pos,
+                format!(
+                    "local `{name}` cannot be evaluated statically ({}); uses of local.{name} were skipped",
+                    short(e)
+                ),
+            ));
         }
     }
     let ctx = lctx_final;
 
     // Sources.
-    let sources: Vec<&RawBlock> = root
-        .blocks("source")
-        .filter(|s| s.labels.len() == 2)
-        .collect();
+    let sources: Vec<&RawBlock> = root.blocks("source").filter(|s| s.labels.len() == 2).collect();
     let find_source = |r: &str| -> Option<&RawBlock> {
-        let r = r
-            .strip_prefix("sources.")
-            .or_else(|| r.strip_prefix("source."))
-            .unwrap_or(r);
+        let r = r.strip_prefix("sources.").or_else(|| r.strip_prefix("source.")).unwrap_or(r);
         let (ty, name) = r.split_once('.')?;
-        sources
-            .iter()
-            .copied()
-            .find(|s| s.labels[0] == ty && s.labels[1] == name)
+        sources.iter().copied().find(|s| s.labels[0] == ty && s.labels[1] == name)
     };
 
     for b in root.blocks("build") {
@@ -618,19 +573,9 @@ pub fn evaluate(root: &RawBlock, vars: &LoadedVars) -> Template {
                 merged.blocks.retain(|nb| !over_idents.contains(&&nb.ident));
                 merged.blocks.extend(o.blocks.iter().cloned());
             }
-            let builder_ctx = if super::AMI_BUILDERS.contains(&ty.as_str()) {
-                &sctx
-            } else {
-                &ctx
-            };
+            let builder_ctx = if super::AMI_BUILDERS.contains(&ty.as_str()) { &sctx } else { &ctx };
             let mut notes = Vec::new();
-            let blk = eval_block(
-                &merged,
-                ty,
-                &format!("{ty}.{name}"),
-                builder_ctx,
-                &mut notes,
-            );
+            let blk = eval_block(&merged, ty, &format!("{ty}.{name}"), builder_ctx, &mut notes);
             if super::AMI_BUILDERS.contains(&ty.as_str()) {
                 t.notes.extend(notes);
             }
@@ -652,10 +597,8 @@ pub fn evaluate(root: &RawBlock, vars: &LoadedVars) -> Template {
                     }
                 }
                 "post-processors" => {
-                    let chain: Vec<Block> = nb
-                        .blocks("post-processor")
-                        .filter_map(|p| eval_pp(p, &pctx, &mut t.notes))
-                        .collect();
+                    let chain: Vec<Block> =
+                        nb.blocks("post-processor").filter_map(|p| eval_pp(p, &pctx, &mut t.notes)).collect();
                     if !chain.is_empty() {
                         build.chains.push(chain);
                     }
@@ -682,11 +625,7 @@ fn eval_pp(raw: &RawBlock, ctx: &Context, notes: &mut Vec<(Pos, String)>) -> Opt
     if kind == "amikey" {
         notes.extend(local_notes);
     } else {
-        notes.extend(
-            local_notes
-                .into_iter()
-                .filter(|(_, n)| n.starts_with("`keep_input_artifact`")),
-        );
+        notes.extend(local_notes.into_iter().filter(|(_, n)| n.starts_with("`keep_input_artifact`")));
     }
     Some(b)
 }

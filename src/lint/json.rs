@@ -45,11 +45,7 @@ pub enum JVal {
 impl JNode {
     fn get(&self, key: &str) -> Option<&JNode> {
         match &self.val {
-            JVal::Obj(entries) => entries
-                .iter()
-                .rev()
-                .find(|(k, _, _)| k == key)
-                .map(|(_, _, v)| v),
+            JVal::Obj(entries) => entries.iter().rev().find(|(k, _, _)| k == key).map(|(_, _, v)| v),
             _ => None,
         }
     }
@@ -74,11 +70,7 @@ pub type ParseError = (Pos, String);
 
 impl Parser<'_> {
     fn pos(&self) -> Pos {
-        Pos {
-            file: 0,
-            line: self.line,
-            col: self.col,
-        }
+        Pos { file: 0, line: self.line, col: self.col }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -173,10 +165,7 @@ impl Parser<'_> {
             Some(b'n') => self.word("null", JVal::Null)?,
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.i;
-                while matches!(
-                    self.peek(),
-                    Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                ) {
+                while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
                     self.bump();
                 }
                 let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
@@ -262,12 +251,7 @@ impl Parser<'_> {
 
 /// Parses JSON text with positions.
 pub fn parse(text: &str) -> Result<JNode, ParseError> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-        line: 1,
-        col: 1,
-    };
+    let mut p = Parser { s: text.as_bytes(), i: 0, line: 1, col: 1 };
     // A UTF-8 byte-order mark is tolerated.
     if text.starts_with('\u{feff}') {
         p.i = 3;
@@ -312,10 +296,7 @@ pub fn parse_template(text: &str, vars: &LoadedVars) -> Option<Template> {
 pub fn var_file(text: &str) -> Result<Vec<(String, hcl::Value)>, String> {
     let root = parse(text).map_err(|(p, m)| format!("{}:{}: {m}", p.line, p.col))?;
     match &root.val {
-        JVal::Obj(entries) => Ok(entries
-            .iter()
-            .map(|(k, _, v)| (k.clone(), to_hcl_value(v)))
-            .collect()),
+        JVal::Obj(entries) => Ok(entries.iter().map(|(k, _, v)| (k.clone(), to_hcl_value(v))).collect()),
         _ => Err("a JSON var file must be an object".into()),
     }
 }
@@ -327,11 +308,7 @@ fn to_hcl_value(n: &JNode) -> hcl::Value {
         JVal::Num(f) => num(*f).map(hcl::Value::Number).unwrap_or(hcl::Value::Null),
         JVal::Str(s) => hcl::Value::String(s.clone()),
         JVal::Arr(items) => hcl::Value::Array(items.iter().map(to_hcl_value).collect()),
-        JVal::Obj(e) => hcl::Value::Object(
-            e.iter()
-                .map(|(k, _, v)| (k.clone(), to_hcl_value(v)))
-                .collect(),
-        ),
+        JVal::Obj(e) => hcl::Value::Object(e.iter().map(|(k, _, v)| (k.clone(), to_hcl_value(v))).collect()),
     }
 }
 
@@ -385,11 +362,7 @@ fn legacy_val(n: &JNode, vars: &BTreeMap<String, Option<String>>) -> Val {
             Err(e) => Val::Unknown(e),
         },
         JVal::Arr(items) => Val::List(items.iter().map(|i| legacy_val(i, vars)).collect()),
-        JVal::Obj(e) => Val::Map(
-            e.iter()
-                .map(|(k, _, v)| (k.clone(), legacy_val(v, vars)))
-                .collect(),
-        ),
+        JVal::Obj(e) => Val::Map(e.iter().map(|(k, _, v)| (k.clone(), legacy_val(v, vars))).collect()),
     }
 }
 
@@ -418,9 +391,7 @@ fn legacy_block(
             continue;
         }
         let val = legacy_val(v, vars);
-        if val.is_unknown()
-            && (note_all || k == "keep_input_artifact")
-            && RELEVANT_KEYS.contains(&k.as_str())
+        if val.is_unknown() && (note_all || k == "keep_input_artifact") && RELEVANT_KEYS.contains(&k.as_str())
         {
             notes.push((
                 *kpos,
@@ -430,19 +401,8 @@ fn legacy_block(
                 ),
             ));
         }
-        let entries = v
-            .entries()
-            .iter()
-            .map(|(ek, ep, _)| (ek.clone(), *ep))
-            .collect();
-        b.attrs.insert(
-            k.clone(),
-            Attr {
-                pos: *kpos,
-                val,
-                entries,
-            },
-        );
+        let entries = v.entries().iter().map(|(ek, ep, _)| (ek.clone(), *ep)).collect();
+        b.attrs.insert(k.clone(), Attr { pos: *kpos, val, entries });
     }
     b
 }
@@ -450,16 +410,8 @@ fn legacy_block(
 fn first_unknown(v: &Val) -> String {
     match v {
         Val::Unknown(r) => r.clone(),
-        Val::List(l) => l
-            .iter()
-            .find(|x| x.is_unknown())
-            .map(first_unknown)
-            .unwrap_or_default(),
-        Val::Map(m) => m
-            .values()
-            .find(|x| x.is_unknown())
-            .map(first_unknown)
-            .unwrap_or_default(),
+        Val::List(l) => l.iter().find(|x| x.is_unknown()).map(first_unknown).unwrap_or_default(),
+        Val::Map(m) => m.values().find(|x| x.is_unknown()).map(first_unknown).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -475,23 +427,22 @@ fn legacy(root: &JNode, loaded: &LoadedVars) -> Template {
                 Some(VarValue::Cli(s)) => Some(s.clone()),
                 Some(VarValue::Typed(hcl::Value::String(s))) => Some(s.clone()),
                 Some(VarValue::Typed(other)) => Some(other.to_string()),
-                None => match legacy_val(v, &empty) {
-                    Val::Str(s) => Some(s),
-                    Val::Unknown(r) => {
-                        t.notes.push((*kpos, format!("default of variable `{k}` cannot be evaluated ({r}); uses of it were skipped")));
-                        None
+                None => {
+                    match legacy_val(v, &empty) {
+                        Val::Str(s) => Some(s),
+                        Val::Unknown(r) => {
+                            t.notes.push((*kpos, format!("default of variable `{k}` cannot be evaluated ({r}); uses of it were skipped")));
+                            None
+                        }
+                        other => other.scalar_string(),
                     }
-                    other => other.scalar_string(),
-                },
+                }
             };
             vars.insert(k.clone(), value);
         }
     }
     let mut build = Build::default();
-    if let Some(JNode {
-        val: JVal::Arr(bs), ..
-    }) = root.get("builders")
-    {
+    if let Some(JNode { val: JVal::Arr(bs), .. }) = root.get("builders") {
         for bn in bs {
             let kind = match bn.get("type").map(|t| &t.val) {
                 Some(JVal::Str(s)) => s.clone(),
@@ -510,11 +461,7 @@ fn legacy(root: &JNode, loaded: &LoadedVars) -> Template {
     }
     let pp_block = |n: &JNode, notes: &mut Vec<(Pos, String)>| -> Option<Block> {
         match &n.val {
-            JVal::Str(s) => Some(Block {
-                kind: s.clone(),
-                pos: n.pos,
-                ..Block::default()
-            }),
+            JVal::Str(s) => Some(Block { kind: s.clone(), pos: n.pos, ..Block::default() }),
             JVal::Obj(_) => {
                 let kind = match n.get("type").map(|t| &t.val) {
                     Some(JVal::Str(s)) => s.clone(),
@@ -526,17 +473,10 @@ fn legacy(root: &JNode, loaded: &LoadedVars) -> Template {
             _ => None,
         }
     };
-    if let Some(JNode {
-        val: JVal::Arr(pps),
-        ..
-    }) = root.get("post-processors")
-    {
+    if let Some(JNode { val: JVal::Arr(pps), .. }) = root.get("post-processors") {
         for p in pps {
             let chain: Vec<Block> = match &p.val {
-                JVal::Arr(items) => items
-                    .iter()
-                    .filter_map(|i| pp_block(i, &mut t.notes))
-                    .collect(),
+                JVal::Arr(items) => items.iter().filter_map(|i| pp_block(i, &mut t.notes)).collect(),
                 _ => pp_block(p, &mut t.notes).into_iter().collect(),
             };
             if !chain.is_empty() {
@@ -562,9 +502,7 @@ fn to_expr(n: &JNode) -> Expression {
         JVal::Str(s) => Expression::String(s.clone()),
         JVal::Arr(items) => Expression::Array(items.iter().map(to_expr).collect()),
         JVal::Obj(e) => Expression::Object(
-            e.iter()
-                .map(|(k, _, v)| (hcl::ObjectKey::from(k.clone()), to_expr(v)))
-                .collect(),
+            e.iter().map(|(k, _, v)| (hcl::ObjectKey::from(k.clone()), to_expr(v))).collect(),
         ),
     }
 }
@@ -579,22 +517,13 @@ fn block_schema(parent: &str, key: &str) -> Option<usize> {
         ("build", "source") | ("build", "post-processor") | ("build", "provisioner") => Some(1),
         ("build", "post-processors") => Some(0),
         ("post-processors", "post-processor") => Some(1),
-        ("source", "launch_block_device_mappings") | ("source", "ami_block_device_mappings") => {
-            Some(0)
-        }
+        ("source", "launch_block_device_mappings") | ("source", "ami_block_device_mappings") => Some(0),
         _ => None,
     }
 }
 
 /// Expands `{"label": {"label2": body}}` (or arrays of such) into blocks.
-fn expand(
-    ident: &str,
-    n: &JNode,
-    labels: Vec<String>,
-    left: usize,
-    pos: Pos,
-    out: &mut Vec<RawBlock>,
-) {
+fn expand(ident: &str, n: &JNode, labels: Vec<String>, left: usize, pos: Pos, out: &mut Vec<RawBlock>) {
     if let JVal::Arr(items) = &n.val {
         for i in items {
             expand(ident, i, labels.clone(), left, pos, out);
@@ -608,24 +537,12 @@ fn expand(
     for (k, kpos, v) in n.entries() {
         let mut l = labels.clone();
         l.push(k.clone());
-        expand(
-            ident,
-            v,
-            l,
-            left - 1,
-            if labels.is_empty() { *kpos } else { pos },
-            out,
-        );
+        expand(ident, v, l, left - 1, if labels.is_empty() { *kpos } else { pos }, out);
     }
 }
 
 fn body_of(ident: &str, labels: Vec<String>, n: &JNode, pos: Pos) -> RawBlock {
-    let mut b = RawBlock {
-        ident: ident.to_string(),
-        labels,
-        pos,
-        ..RawBlock::default()
-    };
+    let mut b = RawBlock { ident: ident.to_string(), labels, pos, ..RawBlock::default() };
     for (k, kpos, v) in n.entries() {
         if k == "//" {
             continue; // HCL JSON comment
@@ -636,11 +553,7 @@ fn body_of(ident: &str, labels: Vec<String>, n: &JNode, pos: Pos) -> RawBlock {
                 key: k.clone(),
                 pos: *kpos,
                 expr: to_expr(v),
-                entries: v
-                    .entries()
-                    .iter()
-                    .map(|(ek, ep, _)| (ek.clone(), *ep))
-                    .collect(),
+                entries: v.entries().iter().map(|(ek, ep, _)| (ek.clone(), *ep)).collect(),
             }),
         }
     }

@@ -110,11 +110,7 @@ pub struct Rule {
 }
 
 const fn rule(code: &'static str, slug: &'static str, severity: Severity) -> Rule {
-    Rule {
-        code,
-        slug,
-        severity,
-    }
+    Rule { code, slug, severity }
 }
 
 use Severity::{Error as E, Warning as W};
@@ -398,21 +394,13 @@ pub struct LoadedVars {
 impl LoadedVars {
     /// `-var` values only (what [`lint_source`] can use without reading files).
     pub fn from_cli(vars: &VarInputs) -> Self {
-        let values = vars
-            .vars
-            .iter()
-            .map(|(k, v)| (k.clone(), VarValue::Cli(v.clone())))
-            .collect();
+        let values = vars.vars.iter().map(|(k, v)| (k.clone(), VarValue::Cli(v.clone()))).collect();
         LoadedVars { values }
     }
 
     /// The last value given for `name`.
     pub fn get(&self, name: &str) -> Option<&VarValue> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        self.values.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 }
 
@@ -428,11 +416,7 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
         collect(path, true, &mut files)?;
     }
     if files.is_empty() {
-        let paths = paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let paths = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         return Err(LintError::NoTemplates { paths });
     }
     files.sort();
@@ -472,10 +456,8 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
     for group in split {
         let mut texts = Vec::new();
         for file in group {
-            let bytes = std::fs::read(&file).map_err(|source| LintError::Read {
-                path: file.clone(),
-                source,
-            })?;
+            let bytes =
+                std::fs::read(&file).map_err(|source| LintError::Read { path: file.clone(), source })?;
             let name = file.display().to_string();
             match String::from_utf8(bytes) {
                 Ok(text) => texts.push((name, text)),
@@ -486,11 +468,7 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
                         "",
                         RawFinding {
                             rule: SYNTAX,
-                            pos: Pos {
-                                file: 0,
-                                line: 1,
-                                col: 1,
-                            },
+                            pos: Pos { file: 0, line: 1, col: 1 },
                             message: "the file is not UTF-8 text".into(),
                             help: "pass a Packer template (.pkr.hcl, .pkr.json or JSON)".into(),
                         },
@@ -505,29 +483,19 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
 }
 
 fn is_template_name(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     name.ends_with(".pkr.hcl") || name.ends_with(".json")
 }
 
 fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), LintError> {
-    let meta = std::fs::metadata(path).map_err(|source| LintError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta =
+        std::fs::metadata(path).map_err(|source| LintError::Read { path: path.to_path_buf(), source })?;
     if meta.is_dir() {
-        let rd = std::fs::read_dir(path).map_err(|source| LintError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let rd =
+            std::fs::read_dir(path).map_err(|source| LintError::Read { path: path.to_path_buf(), source })?;
         let mut entries = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|source| LintError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let entry = entry.map_err(|source| LintError::Read { path: path.to_path_buf(), source })?;
             entries.push(entry.path());
         }
         entries.sort();
@@ -549,26 +517,17 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), Li
 fn load_vars(vars: &VarInputs) -> Result<LoadedVars, LintError> {
     let mut values = Vec::new();
     for path in &vars.var_files {
-        let text = std::fs::read_to_string(path).map_err(|source| LintError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| LintError::Read { path: path.clone(), source })?;
         let parsed = if path.extension().is_some_and(|e| e == "json") {
             json::var_file(&text)
         } else {
             hcl::var_file(&text)
         };
-        let parsed = parsed.map_err(|message| LintError::VarFile {
-            path: path.clone(),
-            message,
-        })?;
+        let parsed = parsed.map_err(|message| LintError::VarFile { path: path.clone(), message })?;
         values.extend(parsed.into_iter().map(|(k, v)| (k, VarValue::Typed(v))));
     }
-    values.extend(
-        vars.vars
-            .iter()
-            .map(|(k, v)| (k.clone(), VarValue::Cli(v.clone()))),
-    );
+    values.extend(vars.vars.iter().map(|(k, v)| (k.clone(), VarValue::Cli(v.clone()))));
     Ok(LoadedVars { values })
 }
 
@@ -587,10 +546,8 @@ fn lint_loaded(name: &str, text: &str, vars: &LoadedVars) -> LintReport {
 /// Lints one template: a JSON file, or one or more `.pkr.hcl` files that Packer reads together
 /// (a directory is one template: variables in one file may be used by sources in another).
 fn lint_group(files: &[(String, String)], vars: &LoadedVars) -> LintReport {
-    let mut report = LintReport {
-        files: files.iter().map(|(n, _)| n.clone()).collect(),
-        ..LintReport::default()
-    };
+    let mut report =
+        LintReport { files: files.iter().map(|(n, _)| n.clone()).collect(), ..LintReport::default() };
     let Some((first_name, first_text)) = files.first() else {
         return report;
     };
@@ -602,8 +559,7 @@ fn lint_group(files: &[(String, String)], vars: &LoadedVars) -> LintReport {
                     file: first_name.clone(),
                     line: 1,
                     col: 1,
-                    message: "not a Packer template (no `builders`, `source` or `build`); skipped"
-                        .into(),
+                    message: "not a Packer template (no `builders`, `source` or `build`); skipped".into(),
                 });
                 return report;
             }
@@ -613,19 +569,9 @@ fn lint_group(files: &[(String, String)], vars: &LoadedVars) -> LintReport {
         hcl::parse_templates(&texts, vars)
     };
     let lines: Vec<Vec<&str>> = files.iter().map(|(_, t)| t.lines().collect()).collect();
-    let line_of = |p: Pos| {
-        lines
-            .get(p.file)
-            .and_then(|l| l.get(p.line.saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    let name_of = |p: Pos| {
-        files
-            .get(p.file)
-            .map(|(n, _)| n.as_str())
-            .unwrap_or(first_name)
-    };
+    let line_of =
+        |p: Pos| lines.get(p.file).and_then(|l| l.get(p.line.saturating_sub(1))).copied().unwrap_or_default();
+    let name_of = |p: Pos| files.get(p.file).map(|(n, _)| n.as_str()).unwrap_or(first_name);
     let mut raw = template.findings.clone();
     raw.extend(check(&template));
     for f in raw {
@@ -633,12 +579,7 @@ fn lint_group(files: &[(String, String)], vars: &LoadedVars) -> LintReport {
         report.findings.push(finding(name_of(f.pos), src, f));
     }
     for (pos, message) in template.notes {
-        report.notes.push(Note {
-            file: name_of(pos).to_string(),
-            line: pos.line,
-            col: pos.col,
-            message,
-        });
+        report.notes.push(Note { file: name_of(pos).to_string(), line: pos.line, col: pos.col, message });
     }
     report
 }
@@ -661,12 +602,7 @@ fn finding(file: &str, source_line: &str, f: RawFinding) -> Finding {
 // Rules
 
 /// Builder types whose artifact is a set of regional AMIs.
-pub const AMI_BUILDERS: &[&str] = &[
-    "amazon-ebs",
-    "amazon-ebssurrogate",
-    "amazon-instance",
-    "amazon-chroot",
-];
+pub const AMI_BUILDERS: &[&str] = &["amazon-ebs", "amazon-ebssurrogate", "amazon-instance", "amazon-chroot"];
 
 /// Post-processors that return their input artifact unchanged and force `keep` (Packer's
 /// `manifest` and `shell-local` return `(source, true, true, nil)`), plus amikey itself.
@@ -703,16 +639,9 @@ pub fn check(t: &Template) -> Vec<RawFinding> {
                 check_amikey_keys(pp, &mut out);
             }
         }
-        for b in build
-            .builders
-            .iter()
-            .filter(|b| AMI_BUILDERS.contains(&b.kind.as_str()))
-        {
-            let chains: Vec<&Vec<Block>> = build
-                .chains
-                .iter()
-                .filter(|c| chain_applies(c, &b.name))
-                .collect();
+        for b in build.builders.iter().filter(|b| AMI_BUILDERS.contains(&b.kind.as_str())) {
+            let chains: Vec<&Vec<Block>> =
+                build.chains.iter().filter(|c| chain_applies(c, &b.name)).collect();
             let amikeys: Vec<&Block> = chains
                 .iter()
                 .flat_map(|c| c.iter())
@@ -783,19 +712,13 @@ impl Block {
     fn map(&self, k: &str) -> Option<BTreeMap<String, Option<String>>> {
         match self.val(k) {
             None | Some(Val::Null) => Some(BTreeMap::new()),
-            Some(Val::Map(m)) => Some(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.scalar_string()))
-                    .collect(),
-            ),
+            Some(Val::Map(m)) => Some(m.iter().map(|(k, v)| (k.clone(), v.scalar_string())).collect()),
             _ => None,
         }
     }
 
     fn entry_pos(&self, k: &str, entry: &str) -> Pos {
-        self.attr(k)
-            .map(|a| a.entries.get(entry).copied().unwrap_or(a.pos))
-            .unwrap_or(self.pos)
+        self.attr(k).map(|a| a.entries.get(entry).copied().unwrap_or(a.pos)).unwrap_or(self.pos)
     }
 
     fn pos_of(&self, k: &str) -> Pos {
@@ -804,12 +727,7 @@ impl Block {
 }
 
 fn push(out: &mut Vec<RawFinding>, rule: Rule, pos: Pos, message: String, help: impl Into<String>) {
-    out.push(RawFinding {
-        rule,
-        pos,
-        message,
-        help: help.into(),
-    });
+    out.push(RawFinding { rule, pos, message, help: help.into() });
 }
 
 /// A KMS key reference, normalised for comparison.
@@ -883,12 +801,7 @@ struct Sharing {
 }
 
 fn sharing(blocks: &[&Block]) -> Option<Sharing> {
-    let mut s = Sharing {
-        ami_users: vec![],
-        snapshot_users: vec![],
-        orgs: vec![],
-        any: false,
-    };
+    let mut s = Sharing { ami_users: vec![], snapshot_users: vec![], orgs: vec![], any: false };
     for b in blocks {
         s.ami_users.extend(b.list("ami_users")?);
         s.snapshot_users.extend(b.list("snapshot_users")?);
@@ -969,9 +882,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                         format!(
                             "region_kms_key_ids[\"{r}\"] is a key in {kr}; a KMS key can only encrypt in its own region (CopyImage fails with ResourceNotReady)"
                         ),
-                        format!(
-                            "use the ARN of a key in {r}, or a multi-Region replica (mrk-…) in {r}"
-                        ),
+                        format!("use the ARN of a key in {r}, or a multi-Region replica (mrk-…) in {r}"),
                     );
                 }
             }
@@ -998,10 +909,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
         && rk_empty
         && shared == Some(true)
     {
-        let via = share_at
-            .as_ref()
-            .map(|(k, _)| k.as_str())
-            .unwrap_or("sharing");
+        let via = share_at.as_ref().map(|(k, _)| k.as_str()).unwrap_or("sharing");
         push(
             out,
             ENCRYPT_BOOT_SHARED_NO_KEY,
@@ -1017,11 +925,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
     if let (Some(copies), Some(m)) = (&copy_regions, &rk) {
         let br = build_region.unwrap_or_default();
         if m.is_empty() {
-            if encrypt_boot == Some(true)
-                && kms.is_some()
-                && shared == Some(true)
-                && !copies.is_empty()
-            {
+            if encrypt_boot == Some(true) && kms.is_some() && shared == Some(true) && !copies.is_empty() {
                 push(
                     out,
                     COPY_DEFAULT_KEY,
@@ -1066,9 +970,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
             }
             for r in m.keys() {
                 if r == br {
-                    let listed = ami_regions
-                        .as_ref()
-                        .is_some_and(|l| l.iter().any(|x| x == br));
+                    let listed = ami_regions.as_ref().is_some_and(|l| l.iter().any(|x| x == br));
                     if !new_plugin && !listed {
                         push(
                             out,
@@ -1098,22 +1000,15 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
     // AMK007 / AMK008: sharing completeness.
     if let Some(s) = &share {
         let snap: BTreeSet<&String> = s.snapshot_users.iter().collect();
-        let missing: BTreeSet<&String> = s
-            .ami_users
-            .iter()
-            .filter(|u| !snap.contains(u) && u.as_str() != "all")
-            .collect();
+        let missing: BTreeSet<&String> =
+            s.ami_users.iter().filter(|u| !snap.contains(u) && u.as_str() != "all").collect();
         if !missing.is_empty() {
             let at = all
                 .iter()
                 .find_map(|x| x.attr("ami_users").filter(|a| a.val != Val::List(vec![])))
                 .map(|a| a.pos)
                 .unwrap_or(b.pos);
-            let list = missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
             push(
                 out,
                 AMI_USERS_NO_SNAPSHOT_USERS,
@@ -1123,17 +1018,13 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                 ),
                 format!(
                     "add snapshot_users = [{}]",
-                    missing
-                        .iter()
-                        .map(|s| format!("\"{s}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    missing.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
                 ),
             );
         }
-        let has_ssm = amikeys.iter().any(|a| {
-            a.string("ssm_path").is_some() || a.val("ssm_path").is_some_and(Val::is_unknown)
-        });
+        let has_ssm = amikeys
+            .iter()
+            .any(|a| a.string("ssm_path").is_some() || a.val("ssm_path").is_some_and(Val::is_unknown));
         if !s.orgs.is_empty() && !has_ssm {
             let at = all
                 .iter()
@@ -1170,9 +1061,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
             Some(None) => BuilderKey::Unknown,
         }
     };
-    let mut regions: Vec<String> = build_region
-        .map(|r| vec![r.to_string()])
-        .unwrap_or_default();
+    let mut regions: Vec<String> = build_region.map(|r| vec![r.to_string()]).unwrap_or_default();
     regions.extend(copy_regions.clone().unwrap_or_default());
 
     // AMK009: amikey's intended key vs the builder's.
@@ -1215,18 +1104,14 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                     if build_region == Some(r.as_str()) {
                         format!("set kms_key_id = \"{intended}\" on the {kind} source")
                     } else {
-                        format!(
-                            "add \"{r}\" = \"{intended}\" to region_kms_key_ids on the {kind} source"
-                        )
+                        format!("add \"{r}\" = \"{intended}\" to region_kms_key_ids on the {kind} source")
                     },
                 ),
                 BuilderKey::Key(bk) if same_key(&bk, &intended) == Some(false) => push(
                     out,
                     AMIKEY_KEY_DISAGREES,
                     at,
-                    format!(
-                        "amikey expects {r} to be encrypted with `{intended}`, but {kind} uses `{bk}`"
-                    ),
+                    format!("amikey expects {r} to be encrypted with `{intended}`, but {kind} uses `{bk}`"),
                     "use the same key in both places (a shared variable or local avoids drift)",
                 ),
                 _ => {}
@@ -1269,9 +1154,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                 None => continue,
             }
         };
-        let lk_desc = lk
-            .map(|k| format!("`{k}`"))
-            .unwrap_or_else(|| "the default key (aws/ebs)".into());
+        let lk_desc = lk.map(|k| format!("`{k}`")).unwrap_or_else(|| "the default key (aws/ebs)".into());
         let differs = match (&ami_key, lk) {
             (BuilderKey::Key(a), Some(l)) => same_key(a, l) == Some(false),
             (BuilderKey::Key(_), None) => true,
@@ -1311,9 +1194,7 @@ fn check_chains(b: &Block, chains: &[&Vec<Block>], out: &mut Vec<RawFinding>) {
     // keeps it; `keep_input_artifact = false` overrides a plugin's keep unless it forces it
     // (manifest and shell-local do). See Packer `CoreBuild.Run` (packer/build.go).
     let forces = |p: &Block| p.kind == "manifest" || p.kind == "shell-local";
-    let kept = chains
-        .iter()
-        .any(|c| c.first().is_none_or(|p| !keep_false(p) || forces(p)));
+    let kept = chains.iter().any(|c| c.first().is_none_or(|p| !keep_false(p) || forces(p)));
     if !kept && let Some(first) = chains.iter().find_map(|c| c.first()) {
         push(
             out,
@@ -1356,10 +1237,7 @@ fn check_chains(b: &Block, chains: &[&Vec<Block>], out: &mut Vec<RawFinding>) {
                         "amikey follows `{}`, which returns its own artifact, so amikey would not receive the AMI ids",
                         o.kind
                     ),
-                    format!(
-                        "move post-processor \"amikey\" before `{}` or into its own chain",
-                        o.kind
-                    ),
+                    format!("move post-processor \"amikey\" before `{}` or into its own chain", o.kind),
                 );
             }
             if !PASS_THROUGH.contains(&p.kind.as_str()) {
@@ -1386,12 +1264,7 @@ fn suggest(key: &str) -> Option<&'static str> {
         }
         prev.last().copied().unwrap_or(usize::MAX)
     }
-    FIELDS
-        .iter()
-        .map(|f| (dist(key, f.name), f.name))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, n)| n)
+    FIELDS.iter().map(|f| (dist(key, f.name), f.name)).filter(|(d, _)| *d <= 3).min().map(|(_, n)| n)
 }
 
 fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
@@ -1420,12 +1293,10 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
         let ok = match field.kind {
             FieldKind::String => scalar(&a.val),
             FieldKind::Bool => {
-                matches!(&a.val, Val::Bool(_))
-                    || matches!(&a.val, Val::Str(s) if s == "true" || s == "false")
+                matches!(&a.val, Val::Bool(_)) || matches!(&a.val, Val::Str(s) if s == "true" || s == "false")
             }
             FieldKind::Number => {
-                matches!(&a.val, Val::Num(_))
-                    || matches!(&a.val, Val::Str(s) if s.parse::<f64>().is_ok())
+                matches!(&a.val, Val::Num(_)) || matches!(&a.val, Val::Str(s) if s.parse::<f64>().is_ok())
             }
             FieldKind::ListOfString => matches!(&a.val, Val::List(l) if l.iter().all(scalar)),
             FieldKind::MapOfString => matches!(&a.val, Val::Map(m) if m.values().all(scalar)),
@@ -1435,11 +1306,7 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
                 out,
                 AMIKEY_INVALID_VALUE,
                 a.pos,
-                format!(
-                    "amikey `{k}` must be {}, got {}",
-                    field.kind.hcl(),
-                    describe(&a.val)
-                ),
+                format!("amikey `{k}` must be {}, got {}", field.kind.hcl(), describe(&a.val)),
                 format!("write {k} as {}", example_of(field.kind)),
             );
             continue;
@@ -1457,10 +1324,7 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
                 out,
                 AMIKEY_INVALID_VALUE,
                 a.pos,
-                format!(
-                    "amikey `{k}` is \"{v}\"; accepted values: {}",
-                    allowed.join(", ")
-                ),
+                format!("amikey `{k}` is \"{v}\"; accepted values: {}", allowed.join(", ")),
                 format!("set {k} = \"{}\"", allowed[0]),
             );
         }

@@ -27,11 +27,7 @@ pub fn render_text(report: &LintReport) -> String {
         let _ = writeln!(out, "{sev}[{} {}]: {}", f.code, f.rule, f.message);
         let _ = writeln!(out, "{pad}--> {}:{}:{}", f.file, f.line, f.col);
         if !f.source_line.is_empty() {
-            let line: String = f
-                .source_line
-                .chars()
-                .map(|c| if c == '\t' { ' ' } else { c })
-                .collect();
+            let line: String = f.source_line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{num} | {}", line.trim_end());
             let caret = " ".repeat(f.col.saturating_sub(1).min(line.chars().count()));
@@ -43,11 +39,7 @@ pub fn render_text(report: &LintReport) -> String {
     for n in &report.notes {
         let _ = writeln!(out, "note: {}:{}:{}: {}", n.file, n.line, n.col, n.message);
     }
-    let errors = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
+    let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = report.findings.len() - errors;
     let _ = writeln!(
         out,

@@ -89,9 +89,7 @@ fn unknown_function_value_is_a_note_not_a_finding() {
     let r = lint("a.pkr.hcl", &t);
     assert!(r.findings.is_empty(), "{}", render_text(&r));
     assert!(
-        r.notes
-            .iter()
-            .any(|n| n.message.contains("region_kms_key_ids") && n.message.contains("timestamp")),
+        r.notes.iter().any(|n| n.message.contains("region_kms_key_ids") && n.message.contains("timestamp")),
         "{:?}",
         r.notes
     );
@@ -103,11 +101,7 @@ fn variable_without_value_is_a_note() {
         + &ebs("", "post-processor \"amikey\" { kms_key_id = var.key }");
     let r = lint("a.pkr.hcl", &t);
     assert!(r.findings.is_empty(), "{}", render_text(&r));
-    assert!(
-        r.notes
-            .iter()
-            .any(|n| n.message.contains("variable `key` has no default"))
-    );
+    assert!(r.notes.iter().any(|n| n.message.contains("variable `key` has no default")));
 }
 
 #[test]
@@ -117,19 +111,12 @@ fn cli_vars_override_defaults_and_are_typed() {
         + &ebs("ami_regions = var.regions\n ami_users = [\"1\"]\n snapshot_users = [\"1\"]", "post-processor \"amikey\" { kms_key_id = var.k }");
     assert!(lint("a.pkr.hcl", &t).findings.is_empty());
     let vars = VarInputs {
-        vars: vec![
-            ("regions".into(), "[\"eu-west-1\"]".into()),
-            ("k".into(), "alias/aws/ebs".into()),
-        ],
+        vars: vec![("regions".into(), "[\"eu-west-1\"]".into()), ("k".into(), "alias/aws/ebs".into())],
         var_files: vec![],
     };
     let r = lint_source("a.pkr.hcl", &t, &vars);
     let c: Vec<_> = r.findings.iter().map(|f| f.code).collect();
-    assert!(
-        c.contains(&"AMK002") && c.contains(&"AMK006"),
-        "{}",
-        render_text(&r)
-    );
+    assert!(c.contains(&"AMK002") && c.contains(&"AMK006"), "{}", render_text(&r));
 }
 
 #[test]
@@ -169,12 +156,7 @@ fn build_region_in_region_keys_depends_on_plugin_generation() {
         "",
     );
     let r = lint("a.pkr.hcl", &body);
-    assert_eq!(
-        r.findings.iter().map(|f| f.code).collect::<Vec<_>>(),
-        vec!["AMK004"],
-        "{}",
-        render_text(&r)
-    );
+    assert_eq!(r.findings.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["AMK004"], "{}", render_text(&r));
     let modern = "packer {\n required_plugins {\n amazon = { source = \"github.com/hashicorp/amazon\", version = \">= 1.0\" }\n }\n}\n".to_string() + &body;
     assert!(lint("a.pkr.hcl", &modern).findings.is_empty());
 }
@@ -216,26 +198,15 @@ fn legacy_json_user_variables_and_positions() {
     let r = lint("t.json", t);
     assert_eq!(codes(&r), vec![("AMK006", 4)], "{}", render_text(&r));
     assert_eq!(r.findings[0].col, 18);
-    let vars = VarInputs {
-        vars: vec![("k".into(), "alias/ami".into())],
-        var_files: vec![],
-    };
+    let vars = VarInputs { vars: vec![("k".into(), "alias/ami".into())], var_files: vec![] };
     assert!(lint_source("t.json", t, &vars).findings.is_empty());
 }
 
 #[test]
 fn launch_mapping_without_key_while_ami_uses_cmk_is_amk012() {
-    let t = ebs(
-        "launch_block_device_mappings {\n device_name = \"/dev/xvda\"\n encrypted = true\n }",
-        "",
-    );
+    let t = ebs("launch_block_device_mappings {\n device_name = \"/dev/xvda\"\n encrypted = true\n }", "");
     let r = lint("a.pkr.hcl", &t);
-    assert_eq!(
-        r.findings.iter().map(|f| f.code).collect::<Vec<_>>(),
-        vec!["AMK012"],
-        "{}",
-        render_text(&r)
-    );
+    assert_eq!(r.findings.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["AMK012"], "{}", render_text(&r));
 }
 
 #[test]
@@ -246,14 +217,7 @@ fn amikey_after_manifest_is_fine_but_after_compress_is_not() {
     );
     assert!(lint("a.pkr.hcl", &ok).findings.is_empty());
     let bad = ok.replace("\"manifest\"", "\"compress\"");
-    assert_eq!(
-        lint("a.pkr.hcl", &bad)
-            .findings
-            .iter()
-            .map(|f| f.code)
-            .collect::<Vec<_>>(),
-        vec!["AMK011"]
-    );
+    assert_eq!(lint("a.pkr.hcl", &bad).findings.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["AMK011"]);
 }
 
 #[test]
@@ -267,24 +231,12 @@ fn keep_input_artifact_false_on_manifest_is_ignored_by_packer() {
 
 #[test]
 fn render_text_shows_location_source_caret_and_help() {
-    let r = lint(
-        "a.pkr.hcl",
-        &ebs(
-            "",
-            "post-processor \"amikey\" { kms_key_idd = \"alias/ami\" }",
-        ),
-    );
+    let r = lint("a.pkr.hcl", &ebs("", "post-processor \"amikey\" { kms_key_idd = \"alias/ami\" }"));
     let text = render_text(&r);
     assert!(text.contains("error[AMK013 amikey-unknown-key]"), "{text}");
     assert!(text.contains("--> a.pkr.hcl:12:29"), "{text}");
-    assert!(
-        text.contains("   |                             ^"),
-        "{text}"
-    );
-    assert!(
-        text.contains("= help: did you mean `kms_key_id`?"),
-        "{text}"
-    );
+    assert!(text.contains("   |                             ^"), "{text}");
+    assert!(text.contains("= help: did you mean `kms_key_id`?"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap_or_default();
     assert_eq!(json["findings"][0]["code"], "AMK013");
     assert_eq!(json["findings"][0]["line"], 12);
@@ -293,10 +245,7 @@ fn render_text_shows_location_source_caret_and_help() {
 #[test]
 fn positions_count_characters_not_bytes() {
     let t = "# ünïcödé\n".to_string()
-        + &ebs(
-            "",
-            "post-processor \"amikey\" { kms_key_id = \"alias/aws/ebs\" } # é",
-        );
+        + &ebs("", "post-processor \"amikey\" { kms_key_id = \"alias/aws/ebs\" } # é");
     let r = lint("a.pkr.hcl", &t);
     assert_eq!((r.findings[0].line, r.findings[0].col), (13, 29));
 }
@@ -306,15 +255,8 @@ fn output_is_deterministic() {
     let fixtures = files_in("tests/fixtures/lint/bad");
     for f in fixtures {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let name = f
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        assert_eq!(
-            render_text(&lint(&name, &text)),
-            render_text(&lint(&name, &text))
-        );
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        assert_eq!(render_text(&lint(&name, &text)), render_text(&lint(&name, &text)));
     }
 }
 
@@ -329,21 +271,10 @@ fn lint_paths_walks_directories_and_var_files() {
     let clean = clean.unwrap_or_else(|e| panic!("{e}"));
     assert!(clean.findings.is_empty(), "{}", render_text(&clean));
     assert_eq!(clean.files.len(), 2);
-    assert!(
-        clean
-            .notes
-            .iter()
-            .any(|n| n.message.contains("not a Packer template"))
-    );
-    let vars = VarInputs {
-        vars: vec![],
-        var_files: vec![dir.path().join("vars.json")],
-    };
+    assert!(clean.notes.iter().any(|n| n.message.contains("not a Packer template")));
+    let vars = VarInputs { vars: vec![], var_files: vec![dir.path().join("vars.json")] };
     let r = lint_paths(&[dir.path().join("a.pkr.hcl")], &vars).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        r.findings.iter().map(|f| f.code).collect::<Vec<_>>(),
-        vec!["AMK006", "AMK009"]
-    );
+    assert_eq!(r.findings.iter().map(|f| f.code).collect::<Vec<_>>(), vec!["AMK006", "AMK009"]);
     let missing = lint_paths(&[dir.path().join("nope")], &VarInputs::default());
     assert!(matches!(missing, Err(LintError::Read { .. })));
 }
@@ -378,29 +309,17 @@ fn every_bad_fixture_produces_exactly_its_expected_findings() {
     let mut seen = std::collections::BTreeSet::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let name = f
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let want = expectations(&f, &text);
         assert!(!want.is_empty(), "{name}: no `expect:` lines");
         let r = lint(&name, &text);
-        let mut got: Vec<(String, usize)> = r
-            .findings
-            .iter()
-            .map(|x| (x.code.to_string(), x.line))
-            .collect();
+        let mut got: Vec<(String, usize)> = r.findings.iter().map(|x| (x.code.to_string(), x.line)).collect();
         got.sort();
         assert_eq!(got, want, "{name}:\n{}", render_text(&r));
         seen.extend(got.into_iter().map(|(c, _)| c));
     }
     for rule in RULES {
-        assert!(
-            seen.contains(rule.code),
-            "no fixture exercises {}",
-            rule.code
-        );
+        assert!(seen.contains(rule.code), "no fixture exercises {}", rule.code);
     }
 }
 
@@ -423,19 +342,12 @@ fn garbage_inputs_do_not_panic() {
     for f in &files {
         let bytes = std::fs::read(f).unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
-        let name = f
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let _ = render_text(&lint(&name, &text));
         let _ = render_json(&lint(&format!("{name}.json"), &text));
         let _ = render_json(&lint(&format!("{name}.pkr.hcl"), &text));
     }
-    let r = lint_paths(
-        &[root().join("tests/fixtures/lint/garbage")],
-        &VarInputs::default(),
-    );
+    let r = lint_paths(&[root().join("tests/fixtures/lint/garbage")], &VarInputs::default());
     assert!(r.is_ok());
 }
 
@@ -450,11 +362,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
 }
 
@@ -498,16 +406,9 @@ fn random_mutations_of_fixtures_and_examples_do_not_panic() {
     files.extend(files_in("packer-examples"));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut runs = 0;
-    for f in files
-        .iter()
-        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".expect"))
-    {
+    for f in files.iter().filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".expect")) {
         let text = std::fs::read_to_string(f).unwrap_or_default();
-        let name = f
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         for _ in 0..120 {
             let m = mutate(&mut rng, &text);
             let r = lint(&name, &m);
@@ -523,15 +424,12 @@ fn random_mutations_of_fixtures_and_examples_do_not_panic() {
 #[test]
 #[ignore]
 fn show_fixture_reports() {
-    for f in files_in("tests/fixtures/lint/bad")
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".expect"))
+    for f in
+        files_in("tests/fixtures/lint/bad").into_iter().filter(|p| !p.to_string_lossy().ends_with(".expect"))
     {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let name = format!(
-            "tests/fixtures/lint/bad/{}",
-            f.file_name().and_then(|n| n.to_str()).unwrap_or_default()
-        );
+        let name =
+            format!("tests/fixtures/lint/bad/{}", f.file_name().and_then(|n| n.to_str()).unwrap_or_default());
         print!("{}", render_text(&lint(&name, &text)));
     }
 }
@@ -543,8 +441,7 @@ fn a_directory_of_hcl_files_is_one_template() {
     let main = "source \"amazon-ebs\" \"x\" {\n  region     = \"us-east-1\"\n  encrypt_boot = true\n  kms_key_id = var.key\n}\nbuild { sources = [\"source.amazon-ebs.x\"] }\n";
     std::fs::write(dir.path().join("variables.pkr.hcl"), vars).unwrap_or_default();
     std::fs::write(dir.path().join("main.pkr.hcl"), main).unwrap_or_default();
-    let r = lint_paths(&[dir.path().to_path_buf()], &VarInputs::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = lint_paths(&[dir.path().to_path_buf()], &VarInputs::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.findings.len(), 1, "{}", render_text(&r));
     assert!(r.findings[0].file.ends_with("main.pkr.hcl"));
     assert_eq!((r.findings[0].code, r.findings[0].line), ("AMK006", 4));

@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{
-    Caller, Decision, Policy, Request, StatementRef, arn_region, evaluate, generate_command,
-};
+use super::{Caller, Decision, Policy, Request, StatementRef, arn_region, evaluate, generate_command};
 
 /// Who makes a launch-chain call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -57,12 +55,7 @@ pub fn launch_chain_actions() -> Vec<ChainAction> {
         why,
     };
     vec![
-        a(
-            "kms:DescribeKey",
-            ConsumerAdmin,
-            None,
-            "amikey grant and doctor resolve and check the key",
-        ),
+        a("kms:DescribeKey", ConsumerAdmin, None, "amikey grant and doctor resolve and check the key"),
         a(
             "kms:ListGrants",
             ConsumerAdmin,
@@ -75,30 +68,10 @@ pub fn launch_chain_actions() -> Vec<ChainAction> {
             Some(false),
             "the consumer grants its Auto Scaling / Spot service-linked role (AWS Example 2)",
         ),
-        a(
-            "kms:DescribeKey",
-            ConsumerViaEc2,
-            None,
-            "EC2 checks the key when it creates the volume",
-        ),
-        a(
-            "kms:CreateGrant",
-            ConsumerViaEc2,
-            Some(true),
-            "EC2 grants itself use of the key for the volume",
-        ),
-        a(
-            "kms:Decrypt",
-            ConsumerViaEc2,
-            None,
-            "EC2 decrypts the snapshot's data key",
-        ),
-        a(
-            "kms:GenerateDataKeyWithoutPlaintext",
-            ConsumerViaEc2,
-            None,
-            "EC2 creates the volume's data key",
-        ),
+        a("kms:DescribeKey", ConsumerViaEc2, None, "EC2 checks the key when it creates the volume"),
+        a("kms:CreateGrant", ConsumerViaEc2, Some(true), "EC2 grants itself use of the key for the volume"),
+        a("kms:Decrypt", ConsumerViaEc2, None, "EC2 decrypts the snapshot's data key"),
+        a("kms:GenerateDataKeyWithoutPlaintext", ConsumerViaEc2, None, "EC2 creates the volume's data key"),
         a(
             "kms:ReEncryptFrom",
             ConsumerViaEc2,
@@ -145,12 +118,7 @@ pub struct Consumer {
 impl Consumer {
     /// A consumer known only by its account id.
     pub fn account(account: &str) -> Consumer {
-        Consumer {
-            account: account.to_owned(),
-            org_id: None,
-            principal_arn: None,
-            userid: None,
-        }
+        Consumer { account: account.to_owned(), org_id: None, principal_arn: None, userid: None }
     }
 
     fn caller(&self) -> Caller {
@@ -272,10 +240,7 @@ fn request(
         r = r.with("kms:ViaService", &format!("ec2.{region}.amazonaws.com"));
     }
     if let Some(flag) = grant_flag {
-        r = r.with(
-            "kms:GrantIsForAWSResource",
-            if flag { "true" } else { "false" },
-        );
+        r = r.with("kms:GrantIsForAWSResource", if flag { "true" } else { "false" });
         if chain.caller == ChainCaller::ConsumerAdmin {
             let slr = format!(
                 "arn:aws:iam::{}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
@@ -316,11 +281,7 @@ pub fn check_policy(
     region: &str,
     consumers: &[Consumer],
 ) -> Vec<PolicyFinding> {
-    let region = if region.is_empty() {
-        arn_region(key_arn).unwrap_or("REGION")
-    } else {
-        region
-    };
+    let region = if region.is_empty() { arn_region(key_arn).unwrap_or("REGION") } else { region };
     let mut sorted: Vec<&Consumer> = consumers.iter().collect();
     sorted.sort_by(|a, b| a.account.cmp(&b.account));
     sorted.dedup_by(|a, b| a.account == b.account);
@@ -330,46 +291,24 @@ pub fn check_policy(
         for chain in launch_chain_actions() {
             let eval = evaluate(
                 policy,
-                &request(
-                    &chain,
-                    consumer,
-                    key_arn,
-                    region,
-                    chain.grant_is_for_aws_resource,
-                ),
+                &request(&chain, consumer, key_arn, region, chain.grant_is_for_aws_resource),
             );
             let (code, statements, reasons) = match eval.decision {
                 Decision::Allow => continue,
                 Decision::ExplicitDeny => (FindingCode::ExplicitDeny, eval.matched, Vec::new()),
                 Decision::Indeterminate => (
                     FindingCode::UnsupportedCondition,
-                    eval.undetermined
-                        .iter()
-                        .map(|u| u.statement.clone())
-                        .collect(),
-                    eval.undetermined
-                        .iter()
-                        .map(|u| format!("{}: {}", u.statement, u.reason))
-                        .collect(),
+                    eval.undetermined.iter().map(|u| u.statement.clone()).collect(),
+                    eval.undetermined.iter().map(|u| format!("{}: {}", u.statement, u.reason)).collect(),
                 ),
                 Decision::ImplicitDeny => {
                     let trap = chain.grant_is_for_aws_resource == Some(false) && {
-                        let retry = evaluate(
-                            policy,
-                            &request(&chain, consumer, key_arn, region, Some(true)),
-                        );
+                        let retry = evaluate(policy, &request(&chain, consumer, key_arn, region, Some(true)));
                         retry.decision == Decision::Allow
                     };
                     if trap {
-                        let retry = evaluate(
-                            policy,
-                            &request(&chain, consumer, key_arn, region, Some(true)),
-                        );
-                        (
-                            FindingCode::GrantRequiresAwsResource,
-                            retry.matched,
-                            Vec::new(),
-                        )
+                        let retry = evaluate(policy, &request(&chain, consumer, key_arn, region, Some(true)));
+                        (FindingCode::GrantRequiresAwsResource, retry.matched, Vec::new())
                     } else {
                         let code = match (chain.action, chain.caller) {
                             ("kms:CreateGrant", ChainCaller::ConsumerAdmin) => {
@@ -412,11 +351,7 @@ pub fn check_policy(
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn message(code: FindingCode, account: &str, key_arn: &str, g: &Group) -> String {
@@ -480,9 +415,7 @@ mod tests {
     const KEY: &str = "arn:aws:kms:eu-west-1:999999999999:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
     fn codes(f: &[PolicyFinding]) -> Vec<(Option<&str>, &'static str)> {
-        f.iter()
-            .map(|f| (f.consumer.as_deref(), f.code.as_str()))
-            .collect()
+        f.iter().map(|f| (f.consumer.as_deref(), f.code.as_str())).collect()
     }
 
     fn root_only() -> Value {
@@ -494,12 +427,7 @@ mod tests {
 
     #[test]
     fn producer_only_policy_reports_every_gap_with_the_generate_line() {
-        let f = check_consumers(
-            &root_only(),
-            KEY,
-            "eu-west-1",
-            &[Consumer::account("111111111111")],
-        );
+        let f = check_consumers(&root_only(), KEY, "eu-west-1", &[Consumer::account("111111111111")]);
         assert_eq!(
             codes(&f),
             vec![
@@ -510,8 +438,7 @@ mod tests {
                 (Some("111111111111"), "CONSUMER_CANNOT_USE_KEY"),
             ]
         );
-        let fix =
-            format!("amikey policy generate --consumer-account 111111111111 --key {KEY} --merge");
+        let fix = format!("amikey policy generate --consumer-account 111111111111 --key {KEY} --merge");
         assert!(f.iter().all(|f| f.message.contains(&fix)), "{f:#?}");
         assert_eq!(
             f[4].actions,
@@ -522,37 +449,22 @@ mod tests {
                 "kms:ReEncryptTo"
             ]
         );
-        assert!(
-            f[3].message
-                .contains("kms:Decrypt via ec2.eu-west-1.amazonaws.com")
-        );
+        assert!(f[3].message.contains("kms:Decrypt via ec2.eu-west-1.amazonaws.com"));
     }
 
     /// After merging what `generate` proposes, the same check is clean: the generator and the
     /// checker agree.
     #[test]
     fn generated_fix_makes_the_check_clean() {
-        let consumers = [
-            Consumer::account("222222222222"),
-            Consumer::account("111111111111"),
-        ];
-        let st = generate(
-            &Consumers::Accounts(vec!["111111111111".into(), "222222222222".into()]),
-            None,
-        )
-        .unwrap();
+        let consumers = [Consumer::account("222222222222"), Consumer::account("111111111111")];
+        let st =
+            generate(&Consumers::Accounts(vec!["111111111111".into(), "222222222222".into()]), None).unwrap();
         let fixed = merge(&root_only(), &st).unwrap();
         assert_eq!(check_consumers(&fixed, KEY, "", &consumers), vec![]);
-        let org = generate(
-            &Consumers::OrgId("o-exampleorgid".into()),
-            Some(&["eu-west-1".to_owned()]),
-        )
-        .unwrap();
+        let org =
+            generate(&Consumers::OrgId("o-exampleorgid".into()), Some(&["eu-west-1".to_owned()])).unwrap();
         let fixed = merge(&root_only(), &org).unwrap();
-        let member = Consumer {
-            org_id: Some("o-exampleorgid".into()),
-            ..Consumer::account("111111111111")
-        };
+        let member = Consumer { org_id: Some("o-exampleorgid".into()), ..Consumer::account("111111111111") };
         assert_eq!(check_consumers(&fixed, KEY, "eu-west-1", &[member]), vec![]);
     }
 
@@ -578,11 +490,7 @@ mod tests {
                 Consumer::account("222222222222"),
             ],
         );
-        assert!(
-            f.iter()
-                .all(|f| f.consumer.as_deref() == Some("333333333333")),
-            "{f:#?}"
-        );
+        assert!(f.iter().all(|f| f.consumer.as_deref() == Some("333333333333")), "{f:#?}");
         assert_eq!(f.len(), 5);
     }
 
@@ -595,10 +503,7 @@ mod tests {
                         "kms:CreateGrant", "kms:RetireGrant", "kms:RevokeGrant", "kms:DescribeKey"],
              "Resource": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-exampleorgid"}}}
         ]});
-        let member = Consumer {
-            org_id: Some("o-exampleorgid".into()),
-            ..Consumer::account("111111111111")
-        };
+        let member = Consumer { org_id: Some("o-exampleorgid".into()), ..Consumer::account("111111111111") };
         let f = check_consumers(&p, KEY, "eu-west-1", &[member]);
         assert_eq!(
             codes(&f),
@@ -608,15 +513,13 @@ mod tests {
             ]
         );
         assert_eq!(f[1].actions, ["kms:ReEncryptFrom", "kms:ReEncryptTo"]);
-        assert!(
-            f[1].message
-                .contains("`kms:ReEncrypt` without `*` matches no action")
-        );
+        assert!(f[1].message.contains("`kms:ReEncrypt` without `*` matches no action"));
         // Without the org id, amikey does not guess.
         let f = check_consumers(&p, KEY, "eu-west-1", &[Consumer::account("111111111111")]);
         assert!(
-            f.iter().any(|f| f.code == FindingCode::UnsupportedCondition
-                && f.message.contains("aws:PrincipalOrgID")),
+            f.iter()
+                .any(|f| f.code == FindingCode::UnsupportedCondition
+                    && f.message.contains("aws:PrincipalOrgID")),
             "{f:#?}"
         );
     }
@@ -631,14 +534,8 @@ mod tests {
              "Action": "kms:CreateGrant", "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}
         ]});
         let f = check_consumers(&p, KEY, "eu-west-1", &[Consumer::account("111111111111")]);
-        assert_eq!(
-            codes(&f),
-            vec![(Some("111111111111"), "GRANT_REQUIRES_AWS_RESOURCE")]
-        );
-        assert_eq!(
-            f[0].statements[0].sid.as_deref(),
-            Some("Allow attachment of persistent resources")
-        );
+        assert_eq!(codes(&f), vec![(Some("111111111111"), "GRANT_REQUIRES_AWS_RESOURCE")]);
+        assert_eq!(f[0].statements[0].sid.as_deref(), Some("Allow attachment of persistent resources"));
         assert!(f[0].message.contains("without that condition"));
     }
 
@@ -654,10 +551,7 @@ mod tests {
         let f = check_consumers(&p, KEY, "eu-west-1", &[Consumer::account("111111111111")]);
         assert_eq!(
             codes(&f),
-            vec![
-                (Some("111111111111"), "EXPLICIT_DENY"),
-                (Some("111111111111"), "UNSUPPORTED_CONDITION")
-            ]
+            vec![(Some("111111111111"), "EXPLICIT_DENY"), (Some("111111111111"), "UNSUPPORTED_CONDITION")]
         );
         assert_eq!(f[0].actions, ["kms:CreateGrant"]);
         assert_eq!(f[0].statements[0].sid.as_deref(), Some("NoGrantsOutside"));
@@ -682,9 +576,6 @@ mod tests {
             serde_json::to_value(FindingCode::GrantRequiresAwsResource).unwrap(),
             json!("GRANT_REQUIRES_AWS_RESOURCE")
         );
-        assert_eq!(
-            FindingCode::ConsumerCannotDecrypt.to_string(),
-            "CONSUMER_CANNOT_DECRYPT"
-        );
+        assert_eq!(FindingCode::ConsumerCannotDecrypt.to_string(), "CONSUMER_CANNOT_DECRYPT");
     }
 }

@@ -162,8 +162,7 @@ impl Request {
     pub fn with_values(mut self, key: &str, values: &[&str]) -> Request {
         let key = key.to_lowercase();
         self.unknown.remove(&key);
-        self.context
-            .insert(key, values.iter().map(|v| (*v).to_owned()).collect());
+        self.context.insert(key, values.iter().map(|v| (*v).to_owned()).collect());
         self
     }
 }
@@ -225,11 +224,9 @@ pub fn evaluate(policy: &Policy, request: &Request) -> Evaluation {
                 Effect::Allow => allows.push(st.reference()),
                 Effect::Deny => denies.push(st.reference()),
             },
-            Tri::Unknown(reason) => undetermined.push(Undetermined {
-                statement: st.reference(),
-                effect: st.effect,
-                reason,
-            }),
+            Tri::Unknown(reason) => {
+                undetermined.push(Undetermined { statement: st.reference(), effect: st.effect, reason })
+            }
         }
     }
     let unknown_deny = undetermined.iter().any(|u| u.effect == Effect::Deny);
@@ -245,11 +242,7 @@ pub fn evaluate(policy: &Policy, request: &Request) -> Evaluation {
     } else {
         (Decision::ImplicitDeny, Vec::new())
     };
-    Evaluation {
-        decision,
-        matched,
-        undetermined,
-    }
+    Evaluation { decision, matched, undetermined }
 }
 
 fn statement_applies(st: &Statement, req: &Request) -> Tri {
@@ -351,12 +344,7 @@ fn parse_operator(raw: &str) -> Option<Op> {
         "Null" if !if_exists && set.is_none() => (Base::Null, false),
         _ => return None,
     };
-    Some(Op {
-        set,
-        base,
-        negated,
-        if_exists,
-    })
+    Some(Op { set, base, negated, if_exists })
 }
 
 enum Lookup<'a> {
@@ -402,9 +390,7 @@ fn value_matches(base: Base, policy_value: &str, request_value: &str) -> bool {
 
 fn condition_holds(operator: &str, key: &str, values: &[String], req: &Request) -> Tri {
     let Some(op) = parse_operator(operator) else {
-        return Tri::Unknown(format!(
-            "condition operator `{operator}` is not supported by amikey"
-        ));
+        return Tri::Unknown(format!("condition operator `{operator}` is not supported by amikey"));
     };
     if values.iter().any(|v| v.contains("${")) {
         return Tri::Unknown(format!(
@@ -418,9 +404,7 @@ fn condition_holds(operator: &str, key: &str, values: &[String], req: &Request) 
             Lookup::Absent => true,
             Lookup::Known(v) => v.is_empty(),
         };
-        let holds = values
-            .iter()
-            .any(|v| v.eq_ignore_ascii_case("true") == absent);
+        let holds = values.iter().any(|v| v.eq_ignore_ascii_case("true") == absent);
         return if holds { Tri::True } else { Tri::False };
     }
     let reqs = match found {

@@ -25,21 +25,11 @@ pub const IDENTITY_SID: &str = "AmikeyKmsViaEc2";
 /// Sid of the identity-policy statement that lets EC2 create its volume grants.
 pub const IDENTITY_GRANT_SID: &str = "AmikeyKmsGrantsViaEc2";
 
-const CRYPTO_ACTIONS: &[&str] = &[
-    "kms:Decrypt",
-    "kms:DescribeKey",
-    "kms:Encrypt",
-    "kms:GenerateDataKey*",
-    "kms:ReEncrypt*",
-];
+const CRYPTO_ACTIONS: &[&str] =
+    &["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"];
 // DescribeKey is repeated here, unscoped by `kms:ViaService`, so `amikey grant` and `amikey
 // doctor` can call it directly even when the crypto statement is scoped to EC2.
-const GRANT_ACTIONS: &[&str] = &[
-    "kms:CreateGrant",
-    "kms:DescribeKey",
-    "kms:ListGrants",
-    "kms:RevokeGrant",
-];
+const GRANT_ACTIONS: &[&str] = &["kms:CreateGrant", "kms:DescribeKey", "kms:ListGrants", "kms:RevokeGrant"];
 
 /// Who consumes the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,23 +41,16 @@ pub enum Consumers {
 }
 
 fn is_org_id(s: &str) -> bool {
-    s.len() > 2
-        && s.starts_with("o-")
-        && s[2..]
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    s.len() > 2 && s.starts_with("o-") && s[2..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn is_region(s: &str) -> bool {
     !s.is_empty()
         && s.contains('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn principal_and_conditions(
-    consumers: &Consumers,
-) -> Result<(Value, Map<String, Value>), PolicyError> {
+fn principal_and_conditions(consumers: &Consumers) -> Result<(Value, Map<String, Value>), PolicyError> {
     match consumers {
         Consumers::Accounts(accounts) => {
             if accounts.is_empty() {
@@ -107,12 +90,7 @@ fn principal_and_conditions(
     }
 }
 
-fn statement(
-    sid: &str,
-    principal: &Value,
-    actions: &[&str],
-    string_equals: Map<String, Value>,
-) -> Value {
+fn statement(sid: &str, principal: &Value, actions: &[&str], string_equals: Map<String, Value>) -> Value {
     let mut s = Map::new();
     s.insert("Sid".into(), json!(sid));
     s.insert("Effect".into(), json!("Allow"));
@@ -187,9 +165,7 @@ pub fn merge(policy: &Value, statements: &[Value]) -> Result<Value, PolicyError>
     Policy::from_value(policy)?;
     let mut out = policy.clone();
     let Some(obj) = out.as_object_mut() else {
-        return Err(PolicyError::NotAnObject {
-            found: "a non-object",
-        });
+        return Err(PolicyError::NotAnObject { found: "a non-object" });
     };
     let mut list: Vec<Value> = match obj.get("Statement") {
         Some(Value::Array(items)) => items.clone(),
@@ -228,9 +204,7 @@ fn is_key_arn(s: &str) -> bool {
         && parts[2] == "kms"
         && !parts[3].is_empty()
         && is_account_id(parts[4])
-        && parts[5]
-            .strip_prefix("key/")
-            .is_some_and(|id| !id.is_empty())
+        && parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
 }
 
 /// The IAM identity policy for consumer roles that reach the keys through EC2 rather than
@@ -257,10 +231,7 @@ pub fn identity_policy(key_arns: &[String]) -> Result<Value, PolicyError> {
         }
         let parts: Vec<&str> = k.splitn(6, ':').collect();
         if parts[5].starts_with("key/mrk-") {
-            resources.push(format!(
-                "{}:{}:kms:*:{}:{}",
-                parts[0], parts[1], parts[4], parts[5]
-            ));
+            resources.push(format!("{}:{}:kms:*:{}:{}", parts[0], parts[1], parts[4], parts[5]));
         } else {
             resources.push(k.clone());
         }
@@ -301,11 +272,7 @@ mod tests {
     #[test]
     fn generates_account_statements_sorted_with_stable_sids() {
         let st = generate(
-            &Consumers::Accounts(vec![
-                "222222222222".into(),
-                "111111111111".into(),
-                "222222222222".into(),
-            ]),
+            &Consumers::Accounts(vec!["222222222222".into(), "111111111111".into(), "222222222222".into()]),
             None,
         )
         .unwrap();
@@ -334,10 +301,7 @@ mod tests {
             json!({"StringEquals": {"aws:PrincipalOrgID": "o-abc123",
                    "kms:ViaService": ["ec2.eu-west-1.amazonaws.com", "ec2.us-east-1.amazonaws.com"]}})
         );
-        assert_eq!(
-            st[1]["Condition"],
-            json!({"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}})
-        );
+        assert_eq!(st[1]["Condition"], json!({"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}));
     }
 
     #[test]
@@ -356,15 +320,11 @@ mod tests {
     #[test]
     fn generated_statements_pass_the_evaluator() {
         let regions = vec!["eu-west-1".to_owned()];
-        let st = generate(
-            &Consumers::Accounts(vec!["111111111111".into()]),
-            Some(&regions),
-        )
-        .unwrap();
+        let st = generate(&Consumers::Accounts(vec!["111111111111".into()]), Some(&regions)).unwrap();
         let policy = Policy::from_value(&json!({"Statement": st})).unwrap();
         let caller = Caller::role("arn:aws:iam::111111111111:role/admin");
-        let grant = Request::new("kms:CreateGrant", caller.clone(), KEY)
-            .with("kms:GrantIsForAWSResource", "false");
+        let grant =
+            Request::new("kms:CreateGrant", caller.clone(), KEY).with("kms:GrantIsForAWSResource", "false");
         assert_eq!(evaluate(&policy, &grant).decision, Decision::Allow);
         let decrypt = Request::new("kms:Decrypt", caller.clone(), KEY)
             .with("kms:ViaService", "ec2.eu-west-1.amazonaws.com");
@@ -372,8 +332,8 @@ mod tests {
         // Scoped to eu-west-1: a direct Decrypt, or one via EC2 elsewhere, is not allowed.
         let direct = Request::new("kms:Decrypt", caller.clone(), KEY);
         assert_eq!(evaluate(&policy, &direct).decision, Decision::ImplicitDeny);
-        let other = Request::new("kms:Decrypt", caller, KEY)
-            .with("kms:ViaService", "ec2.us-east-1.amazonaws.com");
+        let other =
+            Request::new("kms:Decrypt", caller, KEY).with("kms:ViaService", "ec2.us-east-1.amazonaws.com");
         assert_eq!(evaluate(&policy, &other).decision, Decision::ImplicitDeny);
     }
 
@@ -392,20 +352,11 @@ mod tests {
         });
         let st = generate(&Consumers::Accounts(vec!["111111111111".into()]), None).unwrap();
         let once = merge(&current, &st).unwrap();
-        let sids: Vec<&str> = once["Statement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["Sid"].as_str().unwrap())
-            .collect();
+        let sids: Vec<&str> =
+            once["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect();
         assert_eq!(
             sids,
-            [
-                "Enable IAM User Permissions",
-                "AmikeyConsumerGrants",
-                "Other",
-                "AmikeyConsumerCrypto"
-            ]
+            ["Enable IAM User Permissions", "AmikeyConsumerGrants", "Other", "AmikeyConsumerCrypto"]
         );
         assert_eq!(once["Statement"][1], st[1]);
         assert_eq!(once["Id"], json!("key-default-1"));
@@ -413,13 +364,7 @@ mod tests {
         assert_eq!(once, twice);
         // A single-object Statement becomes an array.
         let single = json!({"Statement": {"Effect": "Allow", "Principal": "*", "Action": "kms:*"}});
-        assert_eq!(
-            merge(&single, &st).unwrap()["Statement"]
-                .as_array()
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(merge(&single, &st).unwrap()["Statement"].as_array().unwrap().len(), 3);
         assert!(merge(&json!({"Statement": 3}), &st).is_err());
     }
 
@@ -431,22 +376,16 @@ mod tests {
             "arn:aws:kms:eu-west-1:999999999999:key/mrk-1234".to_owned(),
         ])
         .unwrap();
-        assert_eq!(
-            p["Statement"][0]["Resource"],
-            json!(["arn:aws:kms:*:999999999999:key/mrk-1234", KEY])
-        );
+        assert_eq!(p["Statement"][0]["Resource"], json!(["arn:aws:kms:*:999999999999:key/mrk-1234", KEY]));
         assert_eq!(
             p["Statement"][0]["Condition"]["StringLike"]["kms:ViaService"],
             json!("ec2.*.amazonaws.com")
         );
         // It parses as a policy; for a Karpenter role, a Decrypt via EC2 is allowed by it.
         let parsed = Policy::from_value(&p).unwrap();
-        let req = Request::new(
-            "kms:Decrypt",
-            Caller::role("arn:aws:iam::111111111111:role/KarpenterNode"),
-            KEY,
-        )
-        .with("kms:ViaService", "ec2.eu-west-1.amazonaws.com");
+        let req =
+            Request::new("kms:Decrypt", Caller::role("arn:aws:iam::111111111111:role/KarpenterNode"), KEY)
+                .with("kms:ViaService", "ec2.eu-west-1.amazonaws.com");
         assert_eq!(evaluate(&parsed, &req).decision, Decision::Allow);
     }
 

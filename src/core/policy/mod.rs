@@ -24,8 +24,8 @@ pub use check::{
 };
 pub use eval::{Caller, Decision, Evaluation, Request, Undetermined, evaluate};
 pub use generate::{
-    CRYPTO_SID, Consumers, GRANTS_SID, IDENTITY_GRANT_SID, IDENTITY_SID, generate,
-    generate_command, identity_policy, merge,
+    CRYPTO_SID, Consumers, GRANTS_SID, IDENTITY_GRANT_SID, IDENTITY_SID, generate, generate_command,
+    identity_policy, merge,
 };
 
 /// Why a document is not a key policy amikey can read. Each variant says where and what.
@@ -161,10 +161,7 @@ pub struct Statement {
 impl Statement {
     /// A stable reference to this statement for findings.
     pub fn reference(&self) -> StatementRef {
-        StatementRef {
-            index: self.index,
-            sid: self.sid.clone(),
-        }
+        StatementRef { index: self.index, sid: self.sid.clone() }
     }
 }
 
@@ -211,9 +208,8 @@ fn json_type(v: &Value) -> &'static str {
 impl Policy {
     /// Parses a policy from its JSON text (what `GetKeyPolicy` returns).
     pub fn from_json_str(text: &str) -> Result<Policy, PolicyError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| PolicyError::NotJson {
-            reason: e.to_string(),
-        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| PolicyError::NotJson { reason: e.to_string() })?;
         Policy::from_value(&value)
     }
 
@@ -222,17 +218,13 @@ impl Policy {
     /// `Service`, `Federated`, `CanonicalUser`. Element names are matched exactly as AWS
     /// spells them. Anything else is an error naming the statement; never a panic.
     pub fn from_value(value: &Value) -> Result<Policy, PolicyError> {
-        let obj = value.as_object().ok_or(PolicyError::NotAnObject {
-            found: json_type(value),
-        })?;
+        let obj = value.as_object().ok_or(PolicyError::NotAnObject { found: json_type(value) })?;
         let raw = obj.get("Statement").ok_or(PolicyError::MissingStatement)?;
         let raw_statements: Vec<&Value> = match raw {
             Value::Object(_) => vec![raw],
             Value::Array(items) => items.iter().collect(),
             other => {
-                return Err(PolicyError::BadStatement {
-                    found: json_type(other),
-                });
+                return Err(PolicyError::BadStatement { found: json_type(other) });
             }
         };
         let statements = raw_statements
@@ -241,10 +233,7 @@ impl Policy {
             .map(|(index, s)| parse_statement(index, s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy {
-            version: obj
-                .get("Version")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            version: obj.get("Version").and_then(Value::as_str).map(str::to_owned),
             id: obj.get("Id").and_then(Value::as_str).map(str::to_owned),
             statements,
         })
@@ -257,13 +246,9 @@ fn parse_statement(index: usize, value: &Value) -> Result<Statement, PolicyError
         Some(s) => format!("Sid {s:?}"),
         None => format!("#{}", index + 1),
     };
-    let bad = |problem: String| PolicyError::InStatement {
-        at: at.clone(),
-        problem,
-    };
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad(format!("must be an object, found {}", json_type(value))))?;
+    let bad = |problem: String| PolicyError::InStatement { at: at.clone(), problem };
+    let obj =
+        value.as_object().ok_or_else(|| bad(format!("must be an object, found {}", json_type(value))))?;
     const KNOWN: &[&str] = &[
         "Sid",
         "Effect",
@@ -285,18 +270,13 @@ fn parse_statement(index: usize, value: &Value) -> Result<Statement, PolicyError
     if let Some(s) = obj.get("Sid")
         && !s.is_string()
     {
-        return Err(bad(format!(
-            "`Sid` must be a string, found {}",
-            json_type(s)
-        )));
+        return Err(bad(format!("`Sid` must be a string, found {}", json_type(s))));
     }
     let effect = match obj.get("Effect").and_then(Value::as_str) {
         Some("Allow") => Effect::Allow,
         Some("Deny") => Effect::Deny,
         Some(other) => {
-            return Err(bad(format!(
-                "`Effect` must be \"Allow\" or \"Deny\", found {other:?}"
-            )));
+            return Err(bad(format!("`Effect` must be \"Allow\" or \"Deny\", found {other:?}")));
         }
         None => return Err(bad("`Effect` is missing or not a string".to_owned())),
     };
@@ -304,19 +284,17 @@ fn parse_statement(index: usize, value: &Value) -> Result<Statement, PolicyError
         (Some(_), Some(_)) => {
             return Err(bad("has both `Principal` and `NotPrincipal`".to_owned()));
         }
-        (Some(p), None) => PrincipalSpec::Principal(
-            parse_principals(p).map_err(|e| bad(format!("`Principal` {e}")))?,
-        ),
-        (None, Some(p)) => PrincipalSpec::NotPrincipal(
-            parse_principals(p).map_err(|e| bad(format!("`NotPrincipal` {e}")))?,
-        ),
+        (Some(p), None) => {
+            PrincipalSpec::Principal(parse_principals(p).map_err(|e| bad(format!("`Principal` {e}")))?)
+        }
+        (None, Some(p)) => {
+            PrincipalSpec::NotPrincipal(parse_principals(p).map_err(|e| bad(format!("`NotPrincipal` {e}")))?)
+        }
         (None, None) => PrincipalSpec::Holder,
     };
     let action = match (obj.get("Action"), obj.get("NotAction")) {
         (Some(_), Some(_)) => return Err(bad("has both `Action` and `NotAction`".to_owned())),
-        (Some(a), None) => {
-            ActionSpec::Action(string_list(a).map_err(|e| bad(format!("`Action` {e}")))?)
-        }
+        (Some(a), None) => ActionSpec::Action(string_list(a).map_err(|e| bad(format!("`Action` {e}")))?),
         (None, Some(a)) => {
             ActionSpec::NotAction(string_list(a).map_err(|e| bad(format!("`NotAction` {e}")))?)
         }
@@ -327,24 +305,16 @@ fn parse_statement(index: usize, value: &Value) -> Result<Statement, PolicyError
         (Some(r), None) => {
             ResourceSpec::Resource(string_list(r).map_err(|e| bad(format!("`Resource` {e}")))?)
         }
-        (None, Some(r)) => ResourceSpec::NotResource(
-            string_list(r).map_err(|e| bad(format!("`NotResource` {e}")))?,
-        ),
+        (None, Some(r)) => {
+            ResourceSpec::NotResource(string_list(r).map_err(|e| bad(format!("`NotResource` {e}")))?)
+        }
         (None, None) => ResourceSpec::Any,
     };
     let conditions = match obj.get("Condition") {
         None => Vec::new(),
         Some(c) => parse_conditions(c).map_err(|e| bad(format!("`Condition` {e}")))?,
     };
-    Ok(Statement {
-        index,
-        sid,
-        effect,
-        principal,
-        action,
-        resource,
-        conditions,
-    })
+    Ok(Statement { index, sid, effect, principal, action, resource, conditions })
 }
 
 /// A string, or a non-empty array of strings.
@@ -359,10 +329,7 @@ fn string_list(v: &Value) -> Result<Vec<String>, String> {
             })
             .collect(),
         Value::Array(_) => Err("must not be an empty array".to_owned()),
-        other => Err(format!(
-            "must be a string or an array of strings, found {}",
-            json_type(other)
-        )),
+        other => Err(format!("must be a string or an array of strings, found {}", json_type(other))),
     }
 }
 
@@ -399,10 +366,7 @@ fn parse_principals(v: &Value) -> Result<Principals, String> {
             }
         }
         other => {
-            return Err(format!(
-                "must be \"*\" or an object, found {}",
-                json_type(other)
-            ));
+            return Err(format!("must be \"*\" or an object, found {}", json_type(other)));
         }
     }
     Ok(p)
@@ -413,39 +377,24 @@ fn condition_value(v: &Value) -> Result<String, String> {
         Value::String(s) => Ok(s.clone()),
         Value::Bool(b) => Ok(b.to_string()),
         Value::Number(n) => Ok(n.to_string()),
-        other => Err(format!(
-            "values must be strings, booleans or numbers, found {}",
-            json_type(other)
-        )),
+        other => Err(format!("values must be strings, booleans or numbers, found {}", json_type(other))),
     }
 }
 
 fn parse_conditions(v: &Value) -> Result<Vec<Condition>, String> {
-    let ops = v
-        .as_object()
-        .ok_or_else(|| format!("must be an object, found {}", json_type(v)))?;
+    let ops = v.as_object().ok_or_else(|| format!("must be an object, found {}", json_type(v)))?;
     let mut out = Vec::new();
     for (operator, block) in ops {
         let keys = block.as_object().ok_or_else(|| {
-            format!(
-                "`{operator}` must map condition keys to values, found {}",
-                json_type(block)
-            )
+            format!("`{operator}` must map condition keys to values, found {}", json_type(block))
         })?;
         for (key, values) in keys {
             let values = match values {
-                Value::Array(items) => items
-                    .iter()
-                    .map(condition_value)
-                    .collect::<Result<Vec<_>, _>>(),
+                Value::Array(items) => items.iter().map(condition_value).collect::<Result<Vec<_>, _>>(),
                 single => condition_value(single).map(|s| vec![s]),
             }
             .map_err(|e| format!("`{operator}` `{key}`: {e}"))?;
-            out.push(Condition {
-                operator: operator.clone(),
-                key: key.clone(),
-                values,
-            });
+            out.push(Condition { operator: operator.clone(), key: key.clone(), values });
         }
     }
     Ok(out)
@@ -455,11 +404,7 @@ fn parse_conditions(v: &Value) -> Result<Vec<Condition>, String> {
 /// none), `?` exactly one; everything else literally. Iterative, so no pathological patterns.
 pub(crate) fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let norm = |s: &str| -> Vec<char> {
-        if ignore_case {
-            s.to_lowercase().chars().collect()
-        } else {
-            s.chars().collect()
-        }
+        if ignore_case { s.to_lowercase().chars().collect() } else { s.chars().collect() }
     };
     let (p, t) = (norm(pattern), norm(text));
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -488,17 +433,8 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bo
 /// The account id in an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`), when it has one.
 pub fn arn_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("arn"), Some(_), Some(_), Some(_), Some(acct), Some(_)) if !acct.is_empty() => {
-            Some(acct)
-        }
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some(_), Some(_), Some(acct), Some(_)) if !acct.is_empty() => Some(acct),
         _ => None,
     }
 }
@@ -506,17 +442,8 @@ pub fn arn_account(arn: &str) -> Option<&str> {
 /// The region in an ARN, when it has one.
 pub fn arn_region(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("arn"), Some(_), Some(_), Some(region), Some(_), Some(_)) if !region.is_empty() => {
-            Some(region)
-        }
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some(_), Some(region), Some(_), Some(_)) if !region.is_empty() => Some(region),
         _ => None,
     }
 }
@@ -543,13 +470,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.statements.len(), 1);
         let s = &p.statements[0];
-        assert_eq!(
-            s.principal,
-            PrincipalSpec::Principal(Principals {
-                any: true,
-                ..Default::default()
-            })
-        );
+        assert_eq!(s.principal, PrincipalSpec::Principal(Principals { any: true, ..Default::default() }));
         assert_eq!(s.action, ActionSpec::Action(vec!["kms:Decrypt".into()]));
         assert_eq!(s.conditions[0].values, vec!["true".to_owned()]);
         assert_eq!(s.reference().to_string(), "statement #1");
@@ -565,9 +486,7 @@ mod tests {
         }]}))
         .unwrap();
         let s = &p.statements[0];
-        let PrincipalSpec::NotPrincipal(pr) = &s.principal else {
-            panic!("not NotPrincipal")
-        };
+        let PrincipalSpec::NotPrincipal(pr) = &s.principal else { panic!("not NotPrincipal") };
         assert!(pr.any);
         assert_eq!(pr.aws, vec!["111111111111".to_owned()]);
         assert_eq!(pr.service, vec!["ec2.amazonaws.com".to_owned()]);
@@ -582,22 +501,13 @@ mod tests {
             (json!({}), "no `Statement`"),
             (json!({"Statement": "x"}), "`Statement` must be"),
             (json!({"Statement": [1]}), "statement #1: must be an object"),
-            (
-                json!({"Statement": [{"Effect": "Permit", "Action": "a"}]}),
-                "\"Permit\"",
-            ),
-            (
-                json!({"Statement": [{"Effect": "Allow"}]}),
-                "neither `Action`",
-            ),
+            (json!({"Statement": [{"Effect": "Permit", "Action": "a"}]}), "\"Permit\""),
+            (json!({"Statement": [{"Effect": "Allow"}]}), "neither `Action`"),
             (
                 json!({"Statement": [{"Sid": "S", "Effect": "Allow", "Action": []}]}),
                 "Sid \"S\": `Action` must not be an empty array",
             ),
-            (
-                json!({"Statement": [{"Effect": "Allow", "Action": "a", "Principal": "me"}]}),
-                "must be \"*\"",
-            ),
+            (json!({"Statement": [{"Effect": "Allow", "Action": "a", "Principal": "me"}]}), "must be \"*\""),
             (
                 json!({"Statement": [{"Effect": "Allow", "Action": "a", "Principal": {"Aws": "*"}}]}),
                 "unknown principal type `Aws`",
@@ -620,10 +530,7 @@ mod tests {
             let err = Policy::from_value(&doc).unwrap_err().to_string();
             assert!(err.contains(needle), "{doc} → {err} (wanted {needle:?})");
         }
-        assert!(matches!(
-            Policy::from_json_str("{"),
-            Err(PolicyError::NotJson { .. })
-        ));
+        assert!(matches!(Policy::from_json_str("{"), Err(PolicyError::NotJson { .. })));
     }
 
     /// Fuzz-ish: every combination of odd shapes in every element parses or errors, never
@@ -649,16 +556,8 @@ mod tests {
             json!({"": {"": []}}),
             json!("\u{0}?*\u{ffff}"),
         ];
-        let elements = [
-            "Sid",
-            "Effect",
-            "Principal",
-            "NotPrincipal",
-            "Action",
-            "NotAction",
-            "Resource",
-            "Condition",
-        ];
+        let elements =
+            ["Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "Condition"];
         let mut parsed = 0;
         for el in elements {
             for v in &odd {
@@ -691,11 +590,7 @@ mod tests {
         assert!(wildcard_match("kms:ReEncrypt*", "kms:reencryptfrom", true));
         assert!(wildcard_match("kms:*", "kms:CreateGrant", true));
         assert!(!wildcard_match("kms:ReEncrypt", "kms:ReEncryptFrom", true));
-        assert!(wildcard_match(
-            "ec2.*.amazonaws.com",
-            "ec2.eu-west-1.amazonaws.com",
-            false
-        ));
+        assert!(wildcard_match("ec2.*.amazonaws.com", "ec2.eu-west-1.amazonaws.com", false));
         assert!(wildcard_match("a?c", "abc", false));
         assert!(!wildcard_match("a?c", "ac", false));
         assert!(wildcard_match("*", "", false));
@@ -708,10 +603,7 @@ mod tests {
         let k = "arn:aws:kms:us-east-1:444455556666:key/12ee9c11";
         assert_eq!(arn_account(k), Some("444455556666"));
         assert_eq!(arn_region(k), Some("us-east-1"));
-        assert_eq!(
-            arn_account("arn:aws:iam::111122223333:root"),
-            Some("111122223333")
-        );
+        assert_eq!(arn_account("arn:aws:iam::111122223333:root"), Some("111122223333"));
         assert_eq!(arn_region("arn:aws:iam::111122223333:root"), None);
         assert_eq!(arn_account("mrk-1"), None);
         assert!(is_account_id("111122223333"));

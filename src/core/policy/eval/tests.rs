@@ -76,10 +76,7 @@ fn seed_000_per_account_root_policy() {
             },
             Case {
                 name: "Decrypt via EC2",
-                request: via_ec2(
-                    Request::new("kms:Decrypt", consumer.clone(), KEY),
-                    "eu-west-1",
-                ),
+                request: via_ec2(Request::new("kms:Decrypt", consumer.clone(), KEY), "eu-west-1"),
                 expect: Decision::Allow,
             },
             // `kms:ReEncrypt*` is a wildcard: matches ReEncryptFrom (IAM UG "Action": wildcards).
@@ -114,20 +111,10 @@ fn seed_000_per_account_root_policy() {
             },
         ],
     );
-    let e = evaluate(
-        &p,
-        &Request::new(
-            "kms:CreateGrant",
-            role("arn:aws:iam::222222222222:role/a"),
-            KEY,
-        ),
-    );
+    let e = evaluate(&p, &Request::new("kms:CreateGrant", role("arn:aws:iam::222222222222:role/a"), KEY));
     assert_eq!(
         e.matched,
-        vec![StatementRef {
-            index: 2,
-            sid: Some("Allow attachment of persistent resources".into())
-        }]
+        vec![StatementRef { index: 2, sid: Some("Allow attachment of persistent resources".into()) }]
     );
 }
 
@@ -191,18 +178,16 @@ fn seed_001_secondary_account_statements() {
 /// elided actions (`...`) are left out.
 #[test]
 fn seed_003_via_service_and_userid() {
-    let p = policy(
-        json!({"Version": "2012-10-17", "Id": "kms-key", "Statement": [
-            {"Sid": "Allow use of the key by the instance", "Effect": "Allow",
-             "Principal": {"AWS": "arn:aws:iam::123456789012:role/InstanceRole"},
-             "Action": ["kms:CreateGrant"], "Resource": "*"},
-            {"Sid": "Allow use of the key by the root user for autoscaling purposes", "Effect": "Allow",
-             "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
-             "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*"],
-             "Resource": "*",
-             "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com", "aws:userid": "123456789012"}}}
-        ]}),
-    );
+    let p = policy(json!({"Version": "2012-10-17", "Id": "kms-key", "Statement": [
+        {"Sid": "Allow use of the key by the instance", "Effect": "Allow",
+         "Principal": {"AWS": "arn:aws:iam::123456789012:role/InstanceRole"},
+         "Action": ["kms:CreateGrant"], "Resource": "*"},
+        {"Sid": "Allow use of the key by the root user for autoscaling purposes", "Effect": "Allow",
+         "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+         "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*"],
+         "Resource": "*",
+         "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com", "aws:userid": "123456789012"}}}
+    ]}));
     let key = "arn:aws:kms:us-east-1:123456789012:key/k";
     let root = Caller::account_root("123456789012");
     run(
@@ -221,11 +206,7 @@ fn seed_003_via_service_and_userid() {
             Case {
                 name: "role via ec2",
                 request: via_ec2(
-                    Request::new(
-                        "kms:Decrypt",
-                        role("arn:aws:iam::123456789012:role/ops"),
-                        key,
-                    ),
+                    Request::new("kms:Decrypt", role("arn:aws:iam::123456789012:role/ops"), key),
                     "us-east-1",
                 ),
                 expect: Decision::ImplicitDeny,
@@ -253,11 +234,7 @@ fn seed_003_via_service_and_userid() {
             Case {
                 name: "role with unknown userid",
                 request: via_ec2(
-                    Request::new(
-                        "kms:Decrypt",
-                        Caller::role("arn:aws:iam::123456789012:role/ops"),
-                        key,
-                    ),
+                    Request::new("kms:Decrypt", Caller::role("arn:aws:iam::123456789012:role/ops"), key),
                     "us-east-1",
                 ),
                 expect: Decision::Indeterminate,
@@ -308,10 +285,7 @@ fn seed_004_org_wide_principal_star() {
             // `*` matches every principal; the org condition then holds for members.
             Case {
                 name: "member Decrypt via ec2",
-                request: via_ec2(
-                    Request::new("kms:Decrypt", member.clone(), KEY),
-                    "eu-west-1",
-                ),
+                request: via_ec2(Request::new("kms:Decrypt", member.clone(), KEY), "eu-west-1"),
                 expect: Decision::Allow,
             },
             // No GrantIsForAWSResource condition: the consumer's SLR grant is allowed.
@@ -325,10 +299,7 @@ fn seed_004_org_wide_principal_star() {
             // ReEncryptFrom/ReEncryptTo are implicitly denied: launches that re-encrypt fail.
             Case {
                 name: "ReEncryptFrom not covered",
-                request: via_ec2(
-                    Request::new("kms:ReEncryptFrom", member.clone(), KEY),
-                    "eu-west-1",
-                ),
+                request: via_ec2(Request::new("kms:ReEncryptFrom", member.clone(), KEY), "eu-west-1"),
                 expect: Decision::ImplicitDeny,
             },
             // ListGrants is not listed.
@@ -381,11 +352,8 @@ fn grant_is_for_aws_resource_trap() {
             // EC2 creating its volume grant on the consumer's behalf: the key is true.
             Case {
                 name: "EC2's own grant",
-                request: via_ec2(
-                    Request::new("kms:CreateGrant", admin.clone(), KEY),
-                    "eu-west-1",
-                )
-                .with("kms:GrantIsForAWSResource", "true"),
+                request: via_ec2(Request::new("kms:CreateGrant", admin.clone(), KEY), "eu-west-1")
+                    .with("kms:GrantIsForAWSResource", "true"),
                 expect: Decision::Allow,
             },
             // Bool compares case-insensitively ("True").
@@ -469,13 +437,7 @@ fn explicit_deny_with_grantee_exception() {
         ],
     );
     let e = evaluate(&p, &grant("arn:aws:iam::111111111111:role/whatever"));
-    assert_eq!(
-        e.matched,
-        vec![StatementRef {
-            index: 1,
-            sid: Some("DenyGrantsExceptAutoScaling".into())
-        }]
-    );
+    assert_eq!(e.matched, vec![StatementRef { index: 1, sid: Some("DenyGrantsExceptAutoScaling".into()) }]);
 }
 
 /// NotAction and NotPrincipal.
@@ -503,21 +465,13 @@ fn not_action_and_not_principal() {
             // CreateGrant is not listed → covered by the Deny; caller account ≠ producer → Deny.
             Case {
                 name: "111 CreateGrant",
-                request: Request::new(
-                    "kms:CreateGrant",
-                    role("arn:aws:iam::111111111111:role/a"),
-                    KEY,
-                ),
+                request: Request::new("kms:CreateGrant", role("arn:aws:iam::111111111111:role/a"), KEY),
                 expect: Decision::ExplicitDeny,
             },
             // The producer's own account fails StringNotEquals → Deny does not apply.
             Case {
                 name: "producer CreateGrant",
-                request: Request::new(
-                    "kms:CreateGrant",
-                    role("arn:aws:iam::999999999999:role/a"),
-                    KEY,
-                ),
+                request: Request::new("kms:CreateGrant", role("arn:aws:iam::999999999999:role/a"), KEY),
                 expect: Decision::Allow,
             },
             // NotPrincipal: the Deny applies to everyone not listed — 222 is denied Decrypt.
@@ -528,11 +482,7 @@ fn not_action_and_not_principal() {
             },
             Case {
                 name: "222 DescribeKey",
-                request: Request::new(
-                    "kms:DescribeKey",
-                    role("arn:aws:iam::222222222222:role/a"),
-                    KEY,
-                ),
+                request: Request::new("kms:DescribeKey", role("arn:aws:iam::222222222222:role/a"), KEY),
                 expect: Decision::Allow,
             },
         ],
@@ -709,10 +659,7 @@ fn undetermined_only_matters_when_it_could_change_the_outcome() {
         {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"},
         {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}
     ]}));
-    assert_eq!(
-        evaluate(&p, &Request::new("kms:Decrypt", caller, KEY)).decision,
-        Decision::ExplicitDeny
-    );
+    assert_eq!(evaluate(&p, &Request::new("kms:Decrypt", caller, KEY)).decision, Decision::ExplicitDeny);
 }
 
 /// Principal forms: Service and Federated never match an IAM caller; a named role matches only
@@ -736,20 +683,12 @@ fn principal_and_resource_forms() {
             },
             Case {
                 name: "named role, other region key",
-                request: Request::new(
-                    "kms:Decrypt",
-                    named,
-                    "arn:aws:kms:us-east-1:999999999999:key/x",
-                ),
+                request: Request::new("kms:Decrypt", named, "arn:aws:kms:us-east-1:999999999999:key/x"),
                 expect: Decision::ImplicitDeny,
             },
             Case {
                 name: "other role same account",
-                request: Request::new(
-                    "kms:Decrypt",
-                    role("arn:aws:iam::111111111111:role/Other"),
-                    KEY,
-                ),
+                request: Request::new("kms:Decrypt", role("arn:aws:iam::111111111111:role/Other"), KEY),
                 expect: Decision::ImplicitDeny,
             },
             Case {
