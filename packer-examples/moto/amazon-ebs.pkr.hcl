@@ -8,15 +8,18 @@ variable "endpoint" {
 }
 
 variable "kms_us_east_1" {
-  type = string
+  type    = string
+  default = "alias/amikey-demo"
 }
 
 variable "kms_us_west_2" {
-  type = string
+  type    = string
+  default = "alias/amikey-demo"
 }
 
 variable "kms_eu_west_1" {
-  type = string
+  type    = string
+  default = "alias/amikey-demo"
 }
 
 variable "consumer_account" {
