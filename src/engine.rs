@@ -128,7 +128,8 @@ pub async fn run_with(
         Mode::Publish => "publish",
     };
     let regions: Vec<String> = intent.amis.regions().map(str::to_string).collect();
-    progress.say(&format!("Checking {} AMI(s) in {}", regions.len(), regions.join(", ")));
+    let listed: Vec<String> = intent.amis.0.iter().map(|(r, a)| format!("{r} {a}")).collect();
+    progress.say(&format!("Checking {} AMI(s): {}", regions.len(), listed.join(", ")));
 
     let gathered = tokio::select! {
         g = join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))) => g,
