@@ -16,5 +16,7 @@ mod packer;
 // Real Packer 1.6.6 amazon-ebs builds on moto with amikey in the chain: publish, aws/ebs failure,
 // on_violation = "warn", SIGINT during post-processing; skips if `packer` is absent.
 mod packer_e2e;
+// scripts/release: archive and checksum names from `describe`, on fake binaries.
+mod release;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
