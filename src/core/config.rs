@@ -218,7 +218,8 @@ pub fn docs_markdown() -> std::string::String {
 pub fn readme_table() -> std::string::String {
     let mut out = std::string::String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
     for f in FIELDS {
-        let default = if f.default.is_empty() { std::string::String::new() } else { format!("`{}`", f.default) };
+        let default =
+            if f.default.is_empty() { std::string::String::new() } else { format!("`{}`", f.default) };
         let doc = f.doc.replace('|', "\\|");
         out.push_str(&format!("| `{}` | {} | {default} | {doc} |\n", f.name, f.kind.hcl()));
     }
@@ -351,10 +352,16 @@ mod tests {
             assert_eq!(md.matches(&format!("- `{}` (", f.name)).count(), 1, "{}", f.name);
         }
         let (required, optional) = md.split_once("### Optional").unwrap();
-        assert!(required.contains("- `kms_key_id` (string)") && required.contains("- `region_kms_key_ids` (map(string))"));
+        assert!(
+            required.contains("- `kms_key_id` (string)")
+                && required.contains("- `region_kms_key_ids` (map(string))")
+        );
         assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `10`."));
         assert_eq!(readme_table().lines().count(), FIELDS.len() + 2);
-        assert_eq!(generated_section("a\n<!-- BEGIN GENERATED x -->\nbody\n<!-- END GENERATED x -->\n", "x"), Some("body\n"));
+        assert_eq!(
+            generated_section("a\n<!-- BEGIN GENERATED x -->\nbody\n<!-- END GENERATED x -->\n", "x"),
+            Some("body\n")
+        );
         assert_eq!(generated_section("no markers", "x"), None);
     }
 
