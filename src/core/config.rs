@@ -122,7 +122,7 @@ pub const FIELDS: &[Field] = &[
     f(
         "max_retries",
         Number,
-        "10",
+        "5",
         "Maximum attempts per AWS call (the SDK's standard retry mode with backoff, including throttling).",
     ),
     f(
@@ -236,6 +236,10 @@ pub fn generated_section<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
     Some(&doc[start..start + len])
 }
 
+/// Attempts per AWS call when `max_retries` is not set (the `FIELDS` default says the same; a
+/// test keeps them equal).
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+
 /// What a finding does to a Packer build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,6 +306,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn documented_max_retries_default_is_the_one_used() {
+        let f = FIELDS.iter().find(|f| f.name == "max_retries").unwrap();
+        assert_eq!(f.default, DEFAULT_MAX_RETRIES.to_string());
+    }
+
+    #[test]
     fn fields_and_settings_have_the_same_keys() {
         let v = serde_json::to_value(Settings::default()).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -356,7 +366,7 @@ mod tests {
             required.contains("- `kms_key_id` (string)")
                 && required.contains("- `region_kms_key_ids` (map(string))")
         );
-        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `10`."));
+        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `5`."));
         assert_eq!(readme_table().lines().count(), FIELDS.len() + 2);
         assert_eq!(
             generated_section("a\n<!-- BEGIN GENERATED x -->\nbody\n<!-- END GENERATED x -->\n", "x"),
