@@ -2,6 +2,7 @@
 //! file with the post-processor's keys) into [`Settings`], running the engine, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
+pub mod lint;
 pub mod output;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ makes no write call. Permissions are only added unless --prune."
     #[command(after_help = "Regions come from --regions, else from region_kms_key_ids and region.\n\
 Exit codes: 0 no error-level finding (warnings allowed), 1 errors, 2 bad input or AWS error.")]
     Preflight(PreflightArgs),
+    /// Check Packer templates for KMS/sharing mistakes before a build (no AWS calls).
+    #[command(after_help = lint::AFTER_HELP)]
+    Lint(lint::LintArgs),
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +304,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Lint(a) => lint::run(a).await,
         Command::Publish(a) => {
             output::init_logging(a.out.verbose);
             let mut s = load_config(&a.out.config)?;
@@ -325,7 +330,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Entry point of the `amikey` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(lint::normalize_args(std::env::args_os()));
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -6,6 +6,8 @@ mod moto;
 mod engine;
 // CLI behaviour that needs no AWS: bad input, help, exit codes.
 mod cli;
+// `amikey lint` on the command line: exit codes, text and JSON, -var/-var-file.
+mod lint_cli;
 // Plays Packer's side of the plugin protocol against the built plugin binary (and, for the
 // result artifact, against the in-process server).
 mod conformance;
