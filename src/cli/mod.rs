@@ -4,6 +4,7 @@
 
 pub mod lint;
 pub mod output;
+pub mod preflight;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,26 +59,12 @@ makes no write call. Permissions are only added unless --prune."
     )]
     Publish(PublishArgs),
     /// Before a build: intended keys exist, are enabled, customer managed and in their region;
-    /// EBS encryption by default and its key, per region.
-    #[command(after_help = "Regions come from --regions, else from region_kms_key_ids and region.\n\
-Exit codes: 0 no error-level finding (warnings allowed), 1 errors, 2 bad input or AWS error.")]
-    Preflight(PreflightArgs),
+    /// EBS encryption by default and its key; consumers' use of the key, per region.
+    #[command(after_help = preflight::AFTER_HELP)]
+    Preflight(preflight::PreflightArgs),
     /// Check Packer templates for KMS/sharing mistakes before a build (no AWS calls).
     #[command(after_help = lint::AFTER_HELP)]
     Lint(lint::LintArgs),
-}
-
-#[derive(Debug, Args)]
-struct PreflightArgs {
-    /// Regions the build will touch, comma-separated or repeated.
-    #[arg(long, value_delimiter = ',', value_name = "REGION")]
-    regions: Vec<String>,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[command(flatten)]
-    aws: AwsArgs,
-    #[command(flatten)]
-    out: OutArgs,
 }
 
 #[derive(Debug, Args)]
@@ -286,24 +273,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
             run_engine(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
         }
-        Command::Preflight(a) => {
-            output::init_logging(a.out.verbose);
-            let mut s = load_config(&a.out.config)?;
-            overlay_common(&mut s, &a.keys, &a.aws)?;
-            let mut regions: std::collections::BTreeSet<String> =
-                a.regions.iter().map(|r| r.trim().to_string()).collect();
-            if regions.is_empty() {
-                regions.extend(s.region_kms_key_ids.keys().cloned());
-                regions.extend(s.region.clone());
-            }
-            let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
-            let report = engine::preflight(&s, &regions).await?;
-            match a.out.format {
-                Format::Text => output::stdout(&report.render_text()),
-                Format::Json => output::print_json(&report),
-            }
-            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
+        Command::Preflight(a) => preflight::run(a).await,
         Command::Lint(a) => lint::run(a).await,
         Command::Publish(a) => {
             output::init_logging(a.out.verbose);

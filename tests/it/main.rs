@@ -4,6 +4,9 @@
 mod moto;
 // `amikey check` and `amikey publish` against moto.
 mod engine;
+// `amikey preflight` against moto: EBS default encryption, wrong-region and disabled keys,
+// consumers vs the key policy, a template-driven run.
+mod preflight;
 // CLI behaviour that needs no AWS: bad input, help, exit codes.
 mod cli;
 // `amikey lint` on the command line: exit codes, text and JSON, -var/-var-file.
