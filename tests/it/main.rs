@@ -14,6 +14,8 @@ mod lint_cli;
 // Plays Packer's side of the plugin protocol against the built plugin binary (and, for the
 // result artifact, against the in-process server).
 mod conformance;
+// The amikey-preflight data source through the conformance harness (Execute on moto).
+mod datasource;
 // Module boundaries: src/wire stands alone.
 mod architecture;
 // Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
