@@ -38,7 +38,9 @@ It runs as a Packer post-processor (packer-plugin-amikey) or from this CLI, with
 Exit codes: 0 clean, 1 findings, 2 error (bad input, AWS error).",
     after_help = "Examples:\n  \
 amikey check --artifact \"us-east-1:ami-0123456789abcdef0,eu-west-1:ami-0fedcba9876543210\" --kms-key-id alias/images\n  \
-amikey publish --config amikey.hcl --artifact \"$(jq -r '.builds[-1].artifact_id' packer-manifest.json)\" --dry-run"
+amikey publish --config amikey.hcl --artifact \"$(jq -r '.builds[-1].artifact_id' packer-manifest.json)\" --dry-run\n  \
+amikey lint build.pkr.hcl -var-file prod.pkrvars.hcl\n  \
+amikey preflight --template build.pkr.hcl -var-file prod.pkrvars.hcl"
 )]
 struct Cli {
     #[command(subcommand)]
