@@ -315,35 +315,82 @@ impl PreflightReport {
     }
 }
 
-/// Runs `preflight` for `regions` (sorted, deduplicated by the caller) with `settings`' keys.
+/// One region preflight checks, with the key reference intended there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PreflightTarget {
+    /// Region.
+    pub region: String,
+    /// Intended key reference (`None`: none configured, an error finding).
+    pub key: Option<String>,
+}
+
+/// The targets `settings` implies for `regions`: `region_kms_key_ids[r]`, else `kms_key_id`.
+pub fn targets_from_settings(settings: &Settings, regions: &[String]) -> Vec<PreflightTarget> {
+    regions
+        .iter()
+        .map(|r| PreflightTarget {
+            region: r.clone(),
+            key: settings.region_kms_key_ids.get(r).or(settings.kms_key_id.as_ref()).cloned(),
+        })
+        .collect()
+}
+
+/// Runs `preflight` for `regions` (sorted, deduplicated by the caller) with `settings`' keys
+/// and `settings.ami_users` as consumers.
 pub async fn preflight(settings: &Settings, regions: &[String]) -> Result<PreflightReport, EngineError> {
+    preflight_targets(settings, &targets_from_settings(settings, regions), &settings.ami_users, Vec::new())
+        .await
+}
+
+/// Runs `preflight` for `targets` (AWS options from `settings`): per region the intended key,
+/// EBS encryption by default, and (with `consumers`) the key policy for them. `extra` findings
+/// (from the template) are added to their regions.
+pub async fn preflight_targets(
+    settings: &Settings,
+    targets: &[PreflightTarget],
+    consumers: &[String],
+    extra: Vec<crate::core::preflight::PreflightFinding>,
+) -> Result<PreflightReport, EngineError> {
+    let mut targets = targets.to_vec();
+    targets.sort();
+    targets.dedup_by(|a, b| a.region == b.region);
     let mut errors = Vec::new();
-    for r in regions {
-        if !crate::core::artifact::valid_region(r, settings.skip_region_validation) {
-            errors.push(format!("unknown region {r:?} (check the spelling, or set skip_region_validation)"));
+    for t in &targets {
+        if !crate::core::artifact::valid_region(&t.region, settings.skip_region_validation) {
+            errors.push(format!(
+                "unknown region {:?} (check the spelling, or set skip_region_validation)",
+                t.region
+            ));
         }
     }
-    if regions.is_empty() {
+    if targets.is_empty() {
         errors.push("no regions to check: pass --regions, or set region / region_kms_key_ids".into());
     }
-    let keys: Vec<Option<String>> = regions
-        .iter()
-        .map(|r| settings.region_kms_key_ids.get(r).or(settings.kms_key_id.as_ref()).cloned())
-        .collect();
-    for k in keys.iter().flatten() {
+    for k in targets.iter().filter_map(|t| t.key.as_ref()) {
         if !intent::is_key_ref(k) {
             errors.push(format!(
                 "{k:?} is not a KMS key reference (key id, mrk- id, alias/NAME, key or alias ARN)"
             ));
         }
     }
+    let mut consumers: Vec<String> = consumers.iter().filter(|a| *a != "all").cloned().collect();
+    consumers.sort();
+    consumers.dedup();
+    for a in &consumers {
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            errors.push(format!("ami_users entry {a:?} is not a 12-digit account id"));
+        }
+    }
+    errors.sort();
+    errors.dedup();
     if !errors.is_empty() {
         return Err(EngineError::Input(errors));
     }
-    let aws = Aws::connect(&AwsOptions::from_settings(settings), &regions[0]).await;
-    let results =
-        join_all(regions.iter().zip(&keys).map(|(r, k)| gather::gather_preflight(&aws, r, k.as_deref())))
-            .await;
+    let aws = Aws::connect(&AwsOptions::from_settings(settings), &targets[0].region).await;
+    let results = join_all(
+        targets.iter().map(|t| gather::gather_preflight(&aws, &t.region, t.key.as_deref(), &consumers)),
+    )
+    .await;
     let mut out = Vec::new();
     let mut errs = Vec::new();
     for r in results {
@@ -354,6 +401,12 @@ pub async fn preflight(settings: &Settings, regions: &[String]) -> Result<Prefli
     }
     if !errs.is_empty() {
         return Err(EngineError::Gather(errs));
+    }
+    for f in extra {
+        if let Some(r) = out.iter_mut().find(|r| r.region == f.region) {
+            r.findings.push(f);
+            r.findings.sort();
+        }
     }
     Ok(PreflightReport { regions: out })
 }

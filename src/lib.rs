@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod cli;
 pub mod core;
+pub mod datasource;
 pub mod engine;
 pub mod lint;
 pub mod postprocessor;

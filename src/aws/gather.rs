@@ -318,17 +318,26 @@ pub async fn gather_sharing(
     Ok(())
 }
 
-/// Preflight facts for one region: the intended key, EBS encryption by default and its key.
+/// Preflight facts for one region: the intended key, EBS encryption by default and its key,
+/// and, when `consumers` is not empty and the key was found, its key policy (GetKeyPolicy;
+/// a refusal is a fact, not an error).
 pub async fn gather_preflight(
     aws: &Aws,
     region: &str,
     intended_key: Option<&str>,
+    consumers: &[String],
 ) -> Result<crate::core::preflight::PreflightFacts, AwsError> {
+    use crate::core::preflight::KeyPolicyLookup;
     let ec2 = aws.ec2(region);
     let (intended, by_default, default_key) = tokio::join!(
         async {
             match intended_key {
-                Some(k) => describe_key(aws, region, k, false).await.map(Some),
+                // A key ARN names its region: describe it there, so a key from another region
+                // is reported as such (KEY_WRONG_REGION) rather than as missing.
+                Some(k) => {
+                    let home = crate::core::facts::arn_region(k).filter(|r| !r.is_empty()).unwrap_or(region);
+                    describe_key(aws, home, k, false).await.map(Some)
+                }
                 None => Ok(None),
             }
         },
@@ -344,11 +353,31 @@ pub async fn gather_preflight(
         Some(k) => Some(describe_key(aws, region, &k, false).await?),
         None => None,
     };
+    let intended = intended?;
+    let key_policy = match &intended {
+        Some(KeyLookup::Found(k)) if !consumers.is_empty() => {
+            let home = crate::core::facts::arn_region(&k.arn).filter(|r| !r.is_empty()).unwrap_or(region);
+            match aws.kms(home).get_key_policy().key_id(&k.arn).policy_name("default").send().await {
+                Ok(out) => Some(KeyPolicyLookup::Found(out.policy.unwrap_or_default())),
+                Err(e) => {
+                    let e = AwsError::from_sdk("GetKeyPolicy", home, e);
+                    if e.is_access_denied() {
+                        Some(KeyPolicyLookup::Unreadable(e.to_string()))
+                    } else {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        _ => None,
+    };
     Ok(crate::core::preflight::PreflightFacts {
         region: region.to_string(),
         intended_key: intended_key.map(str::to_string),
-        intended: intended?,
+        intended,
         ebs_encryption_by_default: by_default,
         ebs_default_key,
+        consumers: consumers.to_vec(),
+        key_policy,
     })
 }

@@ -5,8 +5,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use amikey::datasource::PreflightDatasource;
 use amikey::postprocessor::AmikeyPostProcessor;
-use amikey::wire::describe::{DEFAULT_PLUGIN_NAME, describe_json};
+use amikey::wire::describe::{DEFAULT_PLUGIN_NAME, describe_json_with};
 use amikey::wire::handshake::{self, Invocation, Listener};
 
 const COMPONENT: &str = "amikey";
@@ -28,6 +29,8 @@ Install (Packer 1.6.x): copy or link it as `packer-post-processor-amikey` into
 Commands (used by Packer):
     describe                                  print the plugin description (JSON)
     start post-processor [--protobuf] NAME    serve one post-processor (Packer >= 1.7)
+    start datasource [--protobuf] preflight   serve data \"amikey-preflight\" (Packer >= 1.12,
+                                              protobuf; Packer 1.6.x has no data sources)
     (no arguments)                            serve, Packer 1.6.x legacy handshake
 
 Environment: AMIKEY_HANDSHAKE=3 for Packer 1.6.x multi-component mode; AMIKEY_LOG (e.g. debug)
@@ -46,7 +49,11 @@ fn main() -> ExitCode {
     };
     let (handshake_version, spec, name) = match invocation {
         Invocation::Describe => {
-            let json = describe_json(env!("CARGO_PKG_VERSION"), &[DEFAULT_PLUGIN_NAME]);
+            let json = describe_json_with(
+                env!("CARGO_PKG_VERSION"),
+                &[DEFAULT_PLUGIN_NAME],
+                &[amikey::datasource::COMPONENT],
+            );
             let mut out = std::io::stdout().lock();
             return if writeln!(out, "{json}").and_then(|()| out.flush()).is_ok() {
                 ExitCode::SUCCESS
@@ -59,6 +66,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Invocation::Serve { handshake, spec, name } => (handshake, spec, name),
+        Invocation::ServeDatasource { handshake, spec, name } => {
+            return serve_datasource_main(handshake, spec, &name);
+        }
     };
     if !handshake::cookie_ok(std::env::var(handshake::MAGIC_COOKIE_KEY).ok().as_deref()) {
         eprintln!("{}", handshake::NOT_UNDER_PACKER);
@@ -81,13 +91,54 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(handshake_version, spec)) {
+    match runtime.block_on(serve(handshake_version, spec, Component::PostProcessor)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `start datasource [--protobuf] preflight`: the `amikey-preflight` data source.
+fn serve_datasource_main(
+    version: handshake::HandshakeVersion,
+    spec: amikey::wire::hcl_spec::SpecEncoding,
+    name: &str,
+) -> ExitCode {
+    if !handshake::cookie_ok(std::env::var(handshake::MAGIC_COOKIE_KEY).ok().as_deref()) {
+        eprintln!("{}", handshake::NOT_UNDER_PACKER);
+        return ExitCode::FAILURE;
+    }
+    if name != amikey::datasource::COMPONENT {
+        eprintln!(
+            "packer-plugin-amikey: unknown datasource {name:?}; this plugin has only {:?} (data \"amikey-{}\")",
+            amikey::datasource::COMPONENT,
+            amikey::datasource::COMPONENT
+        );
+        return ExitCode::FAILURE;
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("packer-plugin-amikey: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(version, spec, Component::Datasource)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Which component this process serves.
+enum Component {
+    PostProcessor,
+    Datasource,
 }
 
 fn init_logging() {
@@ -105,6 +156,7 @@ fn init_logging() {
 async fn serve(
     version: handshake::HandshakeVersion,
     spec: amikey::wire::hcl_spec::SpecEncoding,
+    component: Component,
 ) -> anyhow::Result<()> {
     ignore_signals();
     let tcp = cfg!(not(unix))
@@ -121,7 +173,14 @@ async fn serve(
     }
     tracing::info!("amikey {} serving on {addr:?} ({spec:?} ConfigSpec)", env!("CARGO_PKG_VERSION"));
     let io = listener.accept_one().await?;
-    amikey::wire::server::serve(io, Arc::new(AmikeyPostProcessor::new()), spec).await?;
+    match component {
+        Component::PostProcessor => {
+            amikey::wire::server::serve(io, Arc::new(AmikeyPostProcessor::new()), spec).await?;
+        }
+        Component::Datasource => {
+            amikey::wire::server::serve_datasource(io, Arc::new(PreflightDatasource::new()), spec).await?;
+        }
+    }
     tracing::info!("Packer closed the connection; exiting");
     Ok(())
 }

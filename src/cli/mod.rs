@@ -2,7 +2,9 @@
 //! file with the post-processor's keys) into [`Settings`], running the engine, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
+pub mod lint;
 pub mod output;
+pub mod preflight;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +38,9 @@ It runs as a Packer post-processor (packer-plugin-amikey) or from this CLI, with
 Exit codes: 0 clean, 1 findings, 2 error (bad input, AWS error).",
     after_help = "Examples:\n  \
 amikey check --artifact \"us-east-1:ami-0123456789abcdef0,eu-west-1:ami-0fedcba9876543210\" --kms-key-id alias/images\n  \
-amikey publish --config amikey.hcl --artifact \"$(jq -r '.builds[-1].artifact_id' packer-manifest.json)\" --dry-run"
+amikey publish --config amikey.hcl --artifact \"$(jq -r '.builds[-1].artifact_id' packer-manifest.json)\" --dry-run\n  \
+amikey lint build.pkr.hcl -var-file prod.pkrvars.hcl\n  \
+amikey preflight --template build.pkr.hcl -var-file prod.pkrvars.hcl"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,23 +61,12 @@ makes no write call. Permissions are only added unless --prune."
     )]
     Publish(PublishArgs),
     /// Before a build: intended keys exist, are enabled, customer managed and in their region;
-    /// EBS encryption by default and its key, per region.
-    #[command(after_help = "Regions come from --regions, else from region_kms_key_ids and region.\n\
-Exit codes: 0 no error-level finding (warnings allowed), 1 errors, 2 bad input or AWS error.")]
-    Preflight(PreflightArgs),
-}
-
-#[derive(Debug, Args)]
-struct PreflightArgs {
-    /// Regions the build will touch, comma-separated or repeated.
-    #[arg(long, value_delimiter = ',', value_name = "REGION")]
-    regions: Vec<String>,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[command(flatten)]
-    aws: AwsArgs,
-    #[command(flatten)]
-    out: OutArgs,
+    /// EBS encryption by default and its key; consumers' use of the key, per region.
+    #[command(after_help = preflight::AFTER_HELP)]
+    Preflight(preflight::PreflightArgs),
+    /// Check Packer templates for KMS/sharing mistakes before a build (no AWS calls).
+    #[command(after_help = lint::AFTER_HELP)]
+    Lint(lint::LintArgs),
 }
 
 #[derive(Debug, Args)]
@@ -282,24 +275,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
             run_engine(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
         }
-        Command::Preflight(a) => {
-            output::init_logging(a.out.verbose);
-            let mut s = load_config(&a.out.config)?;
-            overlay_common(&mut s, &a.keys, &a.aws)?;
-            let mut regions: std::collections::BTreeSet<String> =
-                a.regions.iter().map(|r| r.trim().to_string()).collect();
-            if regions.is_empty() {
-                regions.extend(s.region_kms_key_ids.keys().cloned());
-                regions.extend(s.region.clone());
-            }
-            let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
-            let report = engine::preflight(&s, &regions).await?;
-            match a.out.format {
-                Format::Text => output::stdout(&report.render_text()),
-                Format::Json => output::print_json(&report),
-            }
-            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
+        Command::Preflight(a) => preflight::run(a).await,
+        Command::Lint(a) => lint::run(a).await,
         Command::Publish(a) => {
             output::init_logging(a.out.verbose);
             let mut s = load_config(&a.out.config)?;
@@ -325,7 +302,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
 
 /// Entry point of the `amikey` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(lint::normalize_args(std::env::args_os()));
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,10 +1,13 @@
 //! `preflight`: before a build, for every region it will touch: does the intended key exist
 //! there, is it enabled, customer managed and in that region; is EBS encryption by default on,
-//! and with which key (an AWS managed default silently encrypts un-keyed copies with `aws/ebs`).
+//! and with which key (an AWS managed default silently encrypts un-keyed copies with `aws/ebs`);
+//! and, when the AMIs will be shared and the key policy is readable, can each consumer account
+//! use the key ([`check_consumers`], warnings: IAM policies and grants can still allow it).
 
 use serde::Serialize;
 
 use super::facts::{KeyLookup, KeyManager};
+use super::policy::{Consumer, check_consumers};
 
 /// How bad a preflight finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -42,6 +45,19 @@ pub struct PreflightFacts {
     pub ebs_encryption_by_default: Option<bool>,
     /// DescribeKey of GetEbsDefaultKmsKeyId's answer.
     pub ebs_default_key: Option<KeyLookup>,
+    /// Accounts the AMIs will be shared with (`ami_users`), sorted.
+    pub consumers: Vec<String>,
+    /// GetKeyPolicy of the intended key, gathered when there are consumers.
+    pub key_policy: Option<KeyPolicyLookup>,
+}
+
+/// What GetKeyPolicy answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPolicyLookup {
+    /// The policy document (JSON text).
+    Found(String),
+    /// GetKeyPolicy was refused or failed; why.
+    Unreadable(String),
 }
 
 /// The result for one region.
@@ -138,6 +154,30 @@ pub fn preflight_region(f: &PreflightFacts) -> PreflightRegion {
             ),
         );
     }
+    if let (Some(arn), Some(policy)) = (&intended_arn, &f.key_policy)
+        && !f.consumers.is_empty()
+    {
+        match policy {
+            KeyPolicyLookup::Found(text) => {
+                let doc = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+                let consumers: Vec<Consumer> = f.consumers.iter().map(|a| Consumer::account(a)).collect();
+                let mut seen = std::collections::BTreeSet::new();
+                for pf in check_consumers(&doc, arn, "", &consumers) {
+                    if seen.insert((pf.code, pf.consumer.clone())) {
+                        push(Severity::Warning, pf.code.as_str(), format!("{r}: {}", pf.message));
+                    }
+                }
+            }
+            KeyPolicyLookup::Unreadable(why) => push(
+                Severity::Warning,
+                "KEY_POLICY_UNREADABLE",
+                format!(
+                    "{r}: cannot read the key policy of {arn} ({why}), so whether {} can use the key is unchecked; allow kms:GetKeyPolicy to this identity, or run `amikey doctor` from a consumer account",
+                    f.consumers.join(", ")
+                ),
+            ),
+        }
+    }
     findings.sort();
     PreflightRegion {
         region: r.to_string(),
@@ -177,6 +217,7 @@ mod tests {
             intended: Some(key("arn:aws:kms:eu-west-1:1:key/a", KeyManager::Customer, "Enabled")),
             ebs_encryption_by_default: Some(true),
             ebs_default_key: Some(key("arn:aws:kms:eu-west-1:1:key/a", KeyManager::Customer, "Enabled")),
+            ..Default::default()
         });
         assert!(p.findings.is_empty(), "{:?}", p.findings);
     }
@@ -189,6 +230,7 @@ mod tests {
             intended: Some(key("arn:aws:kms:us-east-1:1:key/a", KeyManager::Customer, "Disabled")),
             ebs_encryption_by_default: Some(true),
             ebs_default_key: Some(key("arn:aws:kms:eu-west-1:1:key/e", KeyManager::Aws, "Enabled")),
+            ..Default::default()
         });
         assert_eq!(codes(&p), ["KEY_NOT_ENABLED", "KEY_WRONG_REGION", "EBS_DEFAULT_AWS_MANAGED"]);
     }
@@ -203,5 +245,47 @@ mod tests {
             ..base
         });
         assert_eq!(codes(&p), ["KEY_NOT_FOUND"]);
+    }
+
+    fn with_policy(policy: KeyPolicyLookup) -> PreflightRegion {
+        preflight_region(&PreflightFacts {
+            region: "eu-west-1".into(),
+            intended_key: Some("alias/x".into()),
+            intended: Some(key("arn:aws:kms:eu-west-1:111122223333:key/a", KeyManager::Customer, "Enabled")),
+            consumers: vec!["444455556666".into()],
+            key_policy: Some(policy),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn consumers_missing_from_the_key_policy_are_warnings() {
+        let root_only = r#"{"Version":"2012-10-17","Statement":[{"Sid":"root","Effect":"Allow",
+            "Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+        let p = with_policy(KeyPolicyLookup::Found(root_only.into()));
+        assert!(!p.findings.is_empty());
+        assert!(p.findings.iter().all(|f| f.severity == Severity::Warning), "{:?}", p.findings);
+        assert!(codes(&p).contains(&"CONSUMER_CANNOT_CREATE_GRANT"), "{:?}", codes(&p));
+        let open = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+            "Principal":{"AWS":["arn:aws:iam::111122223333:root","arn:aws:iam::444455556666:root"]},
+            "Action":"kms:*","Resource":"*"}]}"#;
+        assert!(with_policy(KeyPolicyLookup::Found(open.into())).findings.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_policy_is_one_warning_and_no_consumers_no_check() {
+        let p = with_policy(KeyPolicyLookup::Unreadable("AccessDeniedException".into()));
+        assert_eq!(codes(&p), ["KEY_POLICY_UNREADABLE"]);
+        let p = preflight_region(&PreflightFacts {
+            consumers: vec![],
+            ..PreflightFacts {
+                region: "eu-west-1".into(),
+                intended_key: Some("alias/x".into()),
+                intended: Some(key("arn:aws:kms:eu-west-1:1:key/a", KeyManager::Customer, "Enabled")),
+                key_policy: Some(KeyPolicyLookup::Found("{}".into())),
+                ..Default::default()
+            }
+        });
+        assert!(p.findings.is_empty());
     }
 }

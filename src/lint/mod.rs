@@ -38,6 +38,7 @@
 //! The same table, with reasoning and examples, is in `src/lint/rules.md`.
 
 pub mod hcl;
+pub mod intent;
 pub mod json;
 pub mod render;
 
@@ -76,6 +77,14 @@ pub enum LintError {
         /// The path.
         path: PathBuf,
         /// What went wrong.
+        message: String,
+    },
+    /// A template does not parse (`preflight` needs the model; `lint` reports AMK000 instead).
+    #[error("{file}: {message}; run `amikey lint` on it and fix the syntax first")]
+    Invalid {
+        /// `file:line:col`.
+        file: String,
+        /// The parser's message.
         message: String,
     },
     /// No template was found under the given paths.
@@ -411,6 +420,39 @@ impl LoadedVars {
 /// standalone examples). The only function here that reads files.
 pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, LintError> {
     let loaded = load_vars(vars)?;
+    let split = template_groups(paths)?;
+    let mut report = LintReport::default();
+    for group in split {
+        let mut texts = Vec::new();
+        for file in group {
+            let bytes =
+                std::fs::read(&file).map_err(|source| LintError::Read { path: file.clone(), source })?;
+            let name = file.display().to_string();
+            match String::from_utf8(bytes) {
+                Ok(text) => texts.push((name, text)),
+                Err(_) => {
+                    report.files.push(name.clone());
+                    report.findings.push(finding(
+                        &name,
+                        "",
+                        RawFinding {
+                            rule: SYNTAX,
+                            pos: Pos { file: 0, line: 1, col: 1 },
+                            message: "the file is not UTF-8 text".into(),
+                            help: "pass a Packer template (.pkr.hcl, .pkr.json or JSON)".into(),
+                        },
+                    ));
+                }
+            }
+        }
+        report.merge(lint_group(&texts, &loaded));
+    }
+    report.finish();
+    Ok(report)
+}
+
+/// The templates under `paths`: each a JSON file, or the `*.pkr.hcl` files Packer reads together.
+fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
     let mut files = Vec::new();
     for path in paths {
         collect(path, true, &mut files)?;
@@ -452,34 +494,41 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
             split.push(group);
         }
     }
-    let mut report = LintReport::default();
-    for group in split {
+    Ok(split)
+}
+
+/// Reads and evaluates the templates under `paths` (as [`lint_paths`] finds them) for
+/// `preflight`: the model, not findings. A file that does not parse is an error naming it.
+pub fn load_templates(paths: &[PathBuf], vars: &VarInputs) -> Result<Vec<Template>, LintError> {
+    let loaded = load_vars(vars)?;
+    let mut out = Vec::new();
+    for group in template_groups(paths)? {
         let mut texts = Vec::new();
-        for file in group {
-            let bytes =
-                std::fs::read(&file).map_err(|source| LintError::Read { path: file.clone(), source })?;
-            let name = file.display().to_string();
-            match String::from_utf8(bytes) {
-                Ok(text) => texts.push((name, text)),
-                Err(_) => {
-                    report.files.push(name.clone());
-                    report.findings.push(finding(
-                        &name,
-                        "",
-                        RawFinding {
-                            rule: SYNTAX,
-                            pos: Pos { file: 0, line: 1, col: 1 },
-                            message: "the file is not UTF-8 text".into(),
-                            help: "pass a Packer template (.pkr.hcl, .pkr.json or JSON)".into(),
-                        },
-                    ));
-                }
-            }
+        for file in &group {
+            let text = std::fs::read_to_string(file)
+                .map_err(|source| LintError::Read { path: file.clone(), source })?;
+            texts.push((file.display().to_string(), text));
         }
-        report.merge(lint_group(&texts, &loaded));
+        let Some((first, first_text)) = texts.first() else { continue };
+        let template = if first.ends_with(".json") {
+            match json::parse_template(first_text, &loaded) {
+                Some(t) => t,
+                None => continue,
+            }
+        } else {
+            let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+            hcl::parse_templates(&refs, &loaded)
+        };
+        if let Some(f) = template.findings.iter().find(|f| f.rule == SYNTAX) {
+            let file = texts.get(f.pos.file).map_or(first.as_str(), |(n, _)| n.as_str());
+            return Err(LintError::Invalid {
+                file: format!("{file}:{}:{}", f.pos.line, f.pos.col),
+                message: f.message.clone(),
+            });
+        }
+        out.push(template);
     }
-    report.finish();
-    Ok(report)
+    Ok(out)
 }
 
 fn is_template_name(path: &Path) -> bool {

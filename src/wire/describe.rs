@@ -22,15 +22,25 @@ struct SetDescription<'a> {
     builders: [&'a str; 0],
     post_processors: Vec<&'a str>,
     provisioners: [&'a str; 0],
-    datasources: [&'a str; 0],
+    datasources: Vec<&'a str>,
     protocol_version: &'a str,
 }
 
 /// The `describe` line (without the trailing newline) for a plugin at `version` with the given
-/// post-processor names. `protocol_version` is `v2`: we implement the protobuf ConfigSpec.
+/// post-processor names (and no data source). `protocol_version` is `v2`: we implement the
+/// protobuf ConfigSpec.
 pub fn describe_json(version: &str, post_processors: &[&str]) -> String {
+    describe_json_with(version, post_processors, &[])
+}
+
+/// The `describe` line with post-processors and data sources. Packer names a data source
+/// component `C` of plugin `NAME` `NAME-C` (`data "NAME-C"`), or just `NAME` when `C` is
+/// [`DEFAULT_PLUGIN_NAME`] (`packer/plugin.go` `discoverExternalComponents`).
+pub fn describe_json_with(version: &str, post_processors: &[&str], datasources: &[&str]) -> String {
     let mut pps = post_processors.to_vec();
     pps.sort_unstable();
+    let mut dss = datasources.to_vec();
+    dss.sort_unstable();
     let d = SetDescription {
         version,
         sdk_version: SDK_VERSION,
@@ -38,7 +48,7 @@ pub fn describe_json(version: &str, post_processors: &[&str]) -> String {
         builders: [],
         post_processors: pps,
         provisioners: [],
-        datasources: [],
+        datasources: dss,
         protocol_version: "v2",
     };
     serde_json::to_string(&d).unwrap_or_default()
@@ -54,5 +64,11 @@ mod tests {
             describe_json("0.1.0", &[DEFAULT_PLUGIN_NAME]),
             r#"{"version":"0.1.0","sdk_version":"0.6.10","api_version":"x5.0","builders":[],"post_processors":["-packer-default-plugin-name-"],"provisioners":[],"datasources":[],"protocol_version":"v2"}"#
         );
+    }
+
+    #[test]
+    fn lists_data_sources_sorted() {
+        let d = describe_json_with("0.1.0", &[DEFAULT_PLUGIN_NAME], &["z", "preflight"]);
+        assert!(d.contains(r#""datasources":["preflight","z"]"#), "{d}");
     }
 }

@@ -6,6 +6,8 @@
 //!   protobuf ConfigSpec iff `--protobuf` appears anywhere in argv (the SDK strips it from
 //!   anywhere). Packer 1.6.6 also starts `packer-plugin-*` files this way but wants the 3-field
 //!   line, and nothing in argv or env tells the two apart: set `AMIKEY_HANDSHAKE=3` for that.
+//! * `start datasource [--protobuf] NAME`: modern Packer starting a data source; same line and
+//!   encoding rules.
 //! * `describe` needs no cookie; everything that serves does (PROTOCOL.md §2.5).
 //!
 //! The socket lives in a fresh 0700 directory under the temp dir (`TMPDIR`); after the one
@@ -52,6 +54,15 @@ pub enum Invocation {
         /// Component name from `start post-processor NAME` (none in legacy mode).
         name: Option<String>,
     },
+    /// Serve one data source (`start datasource [--protobuf] NAME`, Packer >= 1.7 only).
+    ServeDatasource {
+        /// Handshake line shape (modern unless forced).
+        handshake: HandshakeVersion,
+        /// ConfigSpec/OutputSpec encoding (and, for `Execute`, the value encoding).
+        spec: SpecEncoding,
+        /// Component name.
+        name: String,
+    },
 }
 
 /// Parses argv (without the program name) and the `AMIKEY_HANDSHAKE` value.
@@ -76,8 +87,13 @@ pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invoca
             spec,
             name: Some((*name).to_string()),
         }),
-        ["start", kind, ..] if *kind != "post-processor" => {
-            Err(format!("this plugin has no {kind} components, only a post-processor"))
+        ["start", "datasource", name] => Ok(Invocation::ServeDatasource {
+            handshake: forced.unwrap_or(HandshakeVersion::Modern4),
+            spec,
+            name: (*name).to_string(),
+        }),
+        ["start", kind, ..] if *kind != "post-processor" && *kind != "datasource" => {
+            Err(format!("this plugin has no {kind} components, only a post-processor and a datasource"))
         }
         _ => Err(format!("unexpected arguments {:?}; try --help", args)),
     }

@@ -15,11 +15,14 @@
 //! - [`hcl_spec`]: the ConfigSpec in gob and protobuf.
 //! - [`cty`]: cty JSON (HCL2 `Configure`) to `serde_json::Value`.
 //! - [`template`]: the subset of Packer's Go-template language for JSON-template mode.
-//! - [`server`]: `PostProcessor.*` dispatch, Ui/Artifact callbacks, the result artifact.
+//! - [`cty_msgpack`]: a data source's `Execute` value as go-cty msgpack.
+//! - [`server`]: `PostProcessor.*` and `Datasource.*` dispatch, Ui/Artifact callbacks, the
+//!   result artifact.
 
 pub mod codec;
 pub mod conn;
 pub mod cty;
+pub mod cty_msgpack;
 pub mod describe;
 pub mod handshake;
 pub mod hcl_spec;
@@ -143,4 +146,26 @@ pub trait PostProcessor: Send + Sync + 'static {
         &self,
         ctx: PostProcessContext<U, A>,
     ) -> impl Future<Output = Result<ResultArtifact, String>> + Send;
+}
+
+/// A Packer data source (`data "TYPE" "NAME" { … }`, Packer ≥ 1.7; SDK `packer/datasource.go`).
+/// Packer calls `config_spec`, `configure` once with the evaluated block, then `execute`;
+/// `output_spec` lets it type-check `data.TYPE.NAME.ATTR` references without running it.
+/// Configure arrives as cty JSON in both encodings; `Execute`'s value is go-cty msgpack under
+/// `--protobuf` and a gob-encoded `cty.Value` otherwise (not implemented: see
+/// [`server::DATASOURCE_NEEDS_PROTOBUF`]).
+pub trait Datasource: Send + Sync + 'static {
+    /// The HCL2 schema of the block (flat attributes).
+    fn config_spec(&self) -> Vec<AttrSpec>;
+    /// The schema of the result object (flat attributes).
+    fn output_spec(&self) -> Vec<AttrSpec>;
+    /// Validates and stores the block (the decoded cty object; `null` for unset attributes).
+    fn configure(&self, config: serde_json::Value) -> Result<(), String>;
+    /// Runs; returns the result object's attributes (each must fit `output_spec`). The error is
+    /// shown to the user as the data source's diagnostic. `cancel` is cancelled by
+    /// `Datasource.Cancel` or when Packer goes away.
+    fn execute(
+        &self,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<serde_json::Map<String, serde_json::Value>, String>> + Send;
 }

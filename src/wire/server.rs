@@ -1,6 +1,7 @@
 //! The plugin side of a Packer session: accept broker id 0, serve the `PostProcessor` service on
 //! it, dial Packer's Ui/Artifact server for each `PostProcess`, and serve the result artifact on
-//! a fresh broker id.
+//! a fresh broker id; or serve the `Datasource` service (`ConfigSpec`, `OutputSpec`,
+//! `Configure`, `Execute`, `Cancel`, SDK `rpc/datasource.go`), which needs no callbacks.
 //!
 //! Every request runs in its own task ([`conn::serve_rpc`]), so `PostProcessor.Cancel` is seen
 //! while `PostProcess` runs. Replies mirror the SDK's `rpc/post_processor.go`:
@@ -23,7 +24,8 @@ use super::handshake::Io;
 use super::hcl_spec::{self, SpecEncoding};
 use super::mux::{Mode, MuxBroker, MuxError, MuxSession};
 use super::{
-    ConfigureRequest, InputArtifact, PackerConfig, PostProcessContext, PostProcessor, ResultArtifact, Ui,
+    ConfigureRequest, Datasource, InputArtifact, PackerConfig, PostProcessContext, PostProcessor,
+    ResultArtifact, Ui,
 };
 
 /// Why serving ended abnormally.
@@ -43,6 +45,31 @@ pub async fn serve<P: PostProcessor, T: Io + 'static>(
     pp: Arc<P>,
     spec: SpecEncoding,
 ) -> Result<(), ServeError> {
+    serve_with(io, "PostProcessor", |broker, session_end| {
+        Arc::new(PostProcessorServer { pp, broker, spec, cancel: Mutex::new(session_end.child_token()) })
+    })
+    .await
+}
+
+/// Serves one data source (`start datasource [--protobuf] NAME`) until the session ends.
+pub async fn serve_datasource<D: Datasource, T: Io + 'static>(
+    io: T,
+    ds: Arc<D>,
+    spec: SpecEncoding,
+) -> Result<(), ServeError> {
+    serve_with(io, "Datasource", |_broker, session_end| {
+        Arc::new(DatasourceServer { ds, spec, cancel: Mutex::new(session_end.child_token()) })
+    })
+    .await
+}
+
+/// The session around one service on broker id 0: `make` gets the broker and a token
+/// cancelled when the session ends.
+async fn serve_with<S: Service, T: Io + 'static>(
+    io: T,
+    name: &str,
+    make: impl FnOnce(MuxBroker, &CancellationToken) -> Arc<S>,
+) -> Result<(), ServeError> {
     let (session, inbound, mut driver) = MuxSession::start(io.compat(), Mode::Server);
     let broker = MuxBroker::new(session.clone(), inbound);
     let session_end = CancellationToken::new();
@@ -55,9 +82,8 @@ pub async fn serve<P: PostProcessor, T: Io + 'static>(
             };
         }
     };
-    tracing::debug!("broker id 0 accepted; serving PostProcessor");
-    let service =
-        Arc::new(PostProcessorServer { pp, broker, spec, cancel: Mutex::new(session_end.child_token()) });
+    tracing::debug!("broker id 0 accepted; serving {name}");
+    let service = make(broker, &session_end);
     let rpc = conn::serve_rpc(main, service);
     tokio::pin!(rpc);
     let result = tokio::select! {
@@ -79,6 +105,98 @@ pub async fn serve<P: PostProcessor, T: Io + 'static>(
     };
     session_end.cancel();
     result
+}
+
+/// `Datasource.Execute` in gob mode: the reply would be a gob-encoded `cty.Value` (go-cty
+/// `gob.go`), which we do not produce. Packer shows this text as the data source's error.
+pub const DATASOURCE_NEEDS_PROTOBUF: &str = "this data source needs Packer's protobuf plugin protocol (Packer >= 1.12 with every installed plugin on protocol v2, PACKER_FORCE_GOB unset); this Packer started it without --protobuf. Upgrade Packer and the other plugins, or run `amikey preflight --template` before the build instead";
+
+/// `Datasource.*` method names, spelled as in Go (SDK `rpc/datasource.go`, endpoint
+/// `Datasource` from `rpc/server.go`).
+pub mod datasource_methods {
+    /// `Datasource.ConfigSpec` (the SDK's `commonServer.ConfigSpec`).
+    pub const CONFIG_SPEC: &str = "Datasource.ConfigSpec";
+    /// `Datasource.OutputSpec`
+    pub const OUTPUT_SPEC: &str = "Datasource.OutputSpec";
+    /// `Datasource.Configure`
+    pub const CONFIGURE: &str = "Datasource.Configure";
+    /// `Datasource.Execute`
+    pub const EXECUTE: &str = "Datasource.Execute";
+    /// `Datasource.Cancel`
+    pub const CANCEL: &str = "Datasource.Cancel";
+}
+
+struct DatasourceServer<D> {
+    ds: Arc<D>,
+    spec: SpecEncoding,
+    cancel: Mutex<CancellationToken>,
+}
+
+/// Decodes `DatasourceConfigureArgs{Configs []interface{}}`: Packer passes one cty JSON blob
+/// (`datasource.Configure(decoded)` in `hcl2template`), a msgpack bin (or str).
+pub fn parse_datasource_configure(body: &Value) -> Result<serde_json::Value, String> {
+    let configs: &[Value] = match map_get(body, "Configs") {
+        Some(Value::Array(a)) => a,
+        _ => return Err("Datasource.Configure: Configs is not a list".into()),
+    };
+    let blob = configs.iter().find_map(|c| match c {
+        Value::Binary(b) => Some(b.clone()),
+        Value::String(s) => s.as_str().map(|s| s.as_bytes().to_vec()),
+        _ => None,
+    });
+    let Some(bytes) = blob else {
+        return Err("Datasource.Configure: no cty JSON configuration in Configs".into());
+    };
+    let cty = super::cty::decode(&bytes).map_err(|e| e.to_string())?;
+    if cty.has_unknowns {
+        return Err("the data source block uses values that are not known yet (build.* or another unknown); give it literal values, variables or locals".into());
+    }
+    Ok(cty.value)
+}
+
+impl<D: Datasource> Service for DatasourceServer<D> {
+    fn call(self: Arc<Self>, method: String, body: Value) -> BoxFuture<'static, Result<Value, String>> {
+        use datasource_methods as m;
+        Box::pin(async move {
+            match method.as_str() {
+                m::CONFIG_SPEC => {
+                    let bytes = hcl_spec::encode_spec(&self.ds.config_spec(), self.spec);
+                    Ok(struct_value(vec![("ConfigSpec", Value::Binary(bytes))]))
+                }
+                m::OUTPUT_SPEC => {
+                    let bytes = hcl_spec::encode_spec(&self.ds.output_spec(), self.spec);
+                    Ok(struct_value(vec![("OutputSpec", Value::Binary(bytes))]))
+                }
+                m::CONFIGURE => {
+                    let config = parse_datasource_configure(&body)?;
+                    self.ds.configure(config)?;
+                    Ok(struct_value(vec![("Error", Value::Nil)]))
+                }
+                m::EXECUTE => {
+                    if self.spec != SpecEncoding::Protobuf {
+                        return Err(DATASOURCE_NEEDS_PROTOBUF.into());
+                    }
+                    let cancel = match self.cancel.lock() {
+                        Ok(c) => c.clone(),
+                        Err(_) => CancellationToken::new(),
+                    };
+                    let values = self.ds.execute(cancel).await?;
+                    let bytes = super::cty_msgpack::encode_dynamic_object(&self.ds.output_spec(), &values)
+                        .map_err(|e| format!("the data source's result does not fit its output spec: {e}"))?;
+                    Ok(struct_value(vec![("Value", Value::Binary(bytes)), ("Error", Value::Nil)]))
+                }
+                m::CANCEL => {
+                    if let Ok(mut c) = self.cancel.lock() {
+                        tracing::info!("Datasource.Cancel: cancelling the running execute");
+                        c.cancel();
+                        *c = CancellationToken::new();
+                    }
+                    Ok(Value::Nil)
+                }
+                other => Err(conn::unknown_method(other)),
+            }
+        })
+    }
 }
 
 struct PostProcessorServer<P> {

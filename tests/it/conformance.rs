@@ -21,17 +21,17 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_packer-plugin-amikey");
-const T: Duration = Duration::from_secs(20);
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_packer-plugin-amikey");
+pub(crate) const T: Duration = Duration::from_secs(20);
 
-struct Plugin {
-    child: Child,
-    line: String,
-    stderr: Arc<Mutex<String>>,
+pub(crate) struct Plugin {
+    pub(crate) child: Child,
+    pub(crate) line: String,
+    pub(crate) stderr: Arc<Mutex<String>>,
 }
 
 impl Plugin {
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Plugin {
+    pub(crate) async fn start(args: &[&str], env: &[(&str, &str)]) -> Plugin {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env_clear()
@@ -74,14 +74,14 @@ impl Plugin {
         self.line.rsplit('|').next().unwrap().to_string()
     }
 
-    async fn connect(&self) -> Packer {
+    pub(crate) async fn connect(&self) -> Packer {
         let stream = tokio::net::UnixStream::connect(self.socket()).await.unwrap();
         Packer::over(stream).await
     }
 }
 
 /// Packer's side of one session.
-struct Packer {
+pub(crate) struct Packer {
     broker: MuxBroker,
     main: RpcClient,
 }
@@ -94,7 +94,7 @@ impl Packer {
         Packer { broker, main }
     }
 
-    async fn call(&self, method: &str, body: Value) -> Result<Value, String> {
+    pub(crate) async fn call(&self, method: &str, body: Value) -> Result<Value, String> {
         tokio::time::timeout(T, self.main.call(method, body))
             .await
             .expect("reply in time")

@@ -4,11 +4,18 @@
 mod moto;
 // `amikey check` and `amikey publish` against moto.
 mod engine;
+// `amikey preflight` against moto: EBS default encryption, wrong-region and disabled keys,
+// consumers vs the key policy, a template-driven run.
+mod preflight;
 // CLI behaviour that needs no AWS: bad input, help, exit codes.
 mod cli;
+// `amikey lint` on the command line: exit codes, text and JSON, -var/-var-file.
+mod lint_cli;
 // Plays Packer's side of the plugin protocol against the built plugin binary (and, for the
 // result artifact, against the in-process server).
 mod conformance;
+// The amikey-preflight data source through the conformance harness (Execute on moto).
+mod datasource;
 // Module boundaries: src/wire stands alone.
 mod architecture;
 // Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
