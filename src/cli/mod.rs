@@ -264,7 +264,7 @@ async fn run_engine(
     });
     let report = engine::run(&settings, &amis, opts, &progress, &cancel).await?;
     output::print_report(&report, out.format);
-    Ok(if report.actions.iter().any(|a| a.status == crate::core::report::Status::Failed) {
+    Ok(if report.has_errors() {
         ExitCode::from(2)
     } else if !report.findings().is_empty() {
         ExitCode::from(1)

@@ -99,13 +99,23 @@ fn diff(
     (add, keep, remove)
 }
 
+/// The suffixes of the parameters published under `ssm_path`, in publishing order.
+pub const PARAMETER_SUFFIXES: [&str; 3] = ["image_id", "kms_key_arn", "snapshot_ids"];
+
+/// The full names of the parameters published under `path` (known before anything is read, so
+/// `publish` can read them while it verifies).
+pub fn parameter_names(path: &str) -> Vec<String> {
+    PARAMETER_SUFFIXES.iter().map(|s| format!("{path}/{s}")).collect()
+}
+
 /// The parameter values for a verified region: `(suffix, value, type, data type)`.
 pub fn parameter_values(report: &RegionReport) -> Vec<(&'static str, String, &'static str, &'static str)> {
     let snaps: Vec<&str> = report.snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
+    let [image_id, kms_key_arn, snapshot_ids] = PARAMETER_SUFFIXES;
     vec![
-        ("image_id", report.ami_id.clone(), "String", "aws:ec2:image"),
-        ("kms_key_arn", report.intended_kms_key_arn.clone().unwrap_or_default(), "String", "text"),
-        ("snapshot_ids", snaps.join(","), "StringList", "text"),
+        (image_id, report.ami_id.clone(), "String", "aws:ec2:image"),
+        (kms_key_arn, report.intended_kms_key_arn.clone().unwrap_or_default(), "String", "text"),
+        (snapshot_ids, snaps.join(","), "StringList", "text"),
     ]
 }
 
@@ -240,6 +250,37 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
         }
     }
     steps
+}
+
+/// The items `publish` would have converged in a region whose state could not be read, as
+/// `(account, kind, target)` (account None: the producer's), for the report's `skipped` actions.
+/// Snapshot ids may be unknown there, so snapshot permissions are named by their AMI.
+pub fn unread_region_items(intent: &Intent, ami: &str) -> Vec<(Option<String>, &'static str, String)> {
+    let mut out = Vec::new();
+    let lp = |kind: &str, set: &BTreeSet<String>| {
+        set.iter().map(|x| format!("{ami} {kind} {x}")).collect::<Vec<_>>()
+    };
+    let mut launch =
+        [lp("user", &intent.launch_users), lp("org", &intent.org_arns), lp("ou", &intent.ou_arns)].concat();
+    if intent.public {
+        launch.push(format!("{ami} group all"));
+    }
+    out.extend(launch.into_iter().map(|t| (None, "launch_permission", t)));
+    out.extend(
+        intent
+            .snapshot_users
+            .iter()
+            .map(|u| (None, "create_volume_permission", format!("snapshots of {ami} user {u}"))),
+    );
+    if let Some(path) = &intent.ssm_path {
+        for name in parameter_names(path) {
+            out.push((None, "ssm_parameter", name.clone()));
+            for account in &intent.publish_accounts {
+                out.push((Some(account.clone()), "ssm_parameter", name.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
