@@ -14,6 +14,9 @@
 //!   pass-through artifact (same `Id` and `BuilderId`, so later amazon-aware post-processors keep
 //!   working) with `Keep` and `ForceOverride` set: returning an error or `Keep=false` makes
 //!   Packer destroy the builder's AMIs (PROTOCOL.md §5.5).
+//! * **Cancel** (Ctrl-C): reads stop at once; writes already sent are allowed to finish (up to
+//!   [`CANCEL_GRACE`]) and no new one starts, so nothing is half-written; the step then fails
+//!   with the report of what was and was not done (a re-run applies only what is missing).
 //!
 //! # Result artifact state
 //! * `generated_data` (flat string map, usable as `build.X` by later HCL2 post-processors):
@@ -52,6 +55,9 @@ pub const EBSVOLUME_BUILDER: &str = "mitchellh.amazon.ebsvolume";
 
 /// What an error from `PostProcess` does, appended to every such error.
 pub const DESTROY_NOTE: &str = "Because the post-processor failed, Packer will now delete the builder's AMIs and snapshots (even with keep_input_artifact = true). Set on_violation = \"warn\" to keep them and only report.";
+
+/// How long a cancelled `PostProcess` waits for AWS calls already sent before giving up.
+pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The amikey post-processor.
 #[derive(Default)]
@@ -236,10 +242,27 @@ impl PostProcessor for AmikeyPostProcessor {
         ctx: PostProcessContext<U, A>,
     ) -> Result<ResultArtifact, String> {
         let cancel = ctx.cancel.clone();
+        let run = self.run(&ctx);
+        tokio::pin!(run);
         tokio::select! {
             biased;
-            () = cancel.cancelled() => Err("cancelled: Packer cancelled the build; amikey stopped before sharing or publishing anything".to_string()),
-            r = self.run(&ctx) => r,
+            r = &mut run => r,
+            () = cancel.cancelled() => {
+                // The engine sees the same token: it stops reading at once and starts no new
+                // write, but lets writes already sent finish, so an SSM parameter set or a
+                // permission is never left half-written. Dropping the run here instead would
+                // abandon requests AWS may still apply, and we could not say what was done.
+                tracing::info!("cancel received: letting AWS calls in flight finish, starting no new write");
+                match tokio::time::timeout(CANCEL_GRACE, &mut run).await {
+                    Ok(Ok(done)) => Ok(done),
+                    Ok(Err(e)) => Err(format!("cancelled: Packer cancelled the build.\n{e}")),
+                    Err(_) => Err(format!(
+                        "cancelled: Packer cancelled the build and AWS calls already sent did not finish within {} s; \
+                         run `amikey check` (or `amikey publish`, which applies only what is missing) on these AMIs",
+                        CANCEL_GRACE.as_secs()
+                    )),
+                }
+            }
         }
     }
 }
@@ -266,12 +289,13 @@ impl AmikeyPostProcessor {
         &self,
         ctx: &PostProcessContext<U, A>,
     ) -> Result<ResultArtifact, String> {
-        let builder_id = ctx.input.builder_id().await?;
+        // Reading Packer's artifact writes nothing: a cancel stops it at once.
+        let builder_id = unless_cancelled(&ctx.cancel, ctx.input.builder_id()).await?;
         check_builder(&builder_id)?;
         let settings = self
             .settings()
             .ok_or("amikey: PostProcess called before a successful Configure (this is a Packer bug)")?;
-        let id = ctx.input.id().await?;
+        let id = unless_cancelled(&ctx.cancel, ctx.input.id()).await?;
         let amis = AmiSet::parse_artifact(&id, settings.skip_region_validation).map_err(|e| {
             format!("amikey: cannot read the AMI list {id:?} of the {builder_id} artifact: {e}")
         })?;
@@ -331,6 +355,18 @@ impl AmikeyPostProcessor {
         }
         let _ = ctx.ui.say(&format!("amikey: {}", report.summary())).await;
         Ok(success_artifact(builder_id, id, &report))
+    }
+}
+
+/// `fut`, or an error as soon as `cancel` fires (for calls that change nothing).
+async fn unless_cancelled<T>(
+    cancel: &tokio_util::sync::CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err("amikey: cancelled before any change was made".to_string()),
+        r = fut => r,
     }
 }
 

@@ -125,10 +125,11 @@ pub async fn describe_key(
         Some("AWS") => KeyManager::Aws,
         _ => KeyManager::Customer,
     };
-    if alias.is_none() && with_alias {
-        if let Ok(a) = kms.list_aliases().key_id(m.key_id()).send().await {
-            alias = a.aliases().iter().filter_map(|a| a.alias_name()).min().map(str::to_string);
-        }
+    if alias.is_none()
+        && with_alias
+        && let Ok(a) = kms.list_aliases().key_id(m.key_id()).send().await
+    {
+        alias = a.aliases().iter().filter_map(|a| a.alias_name()).min().map(str::to_string);
     }
     Ok(KeyLookup::Found(KeyFacts {
         arn: m.arn().unwrap_or(m.key_id()).to_string(),

@@ -151,14 +151,14 @@ impl AmiSet {
                 if !is_ami_id(ami) {
                     return Err(ArtifactError::BadAmiId { ami: ami.to_string(), entry: entry.to_string() });
                 }
-                if let Some(first) = map.get(region) {
-                    if first != ami {
-                        return Err(ArtifactError::DuplicateRegion {
-                            region: region.to_string(),
-                            first: first.clone(),
-                            second: ami.to_string(),
-                        });
-                    }
+                if let Some(first) = map.get(region)
+                    && first != ami
+                {
+                    return Err(ArtifactError::DuplicateRegion {
+                        region: region.to_string(),
+                        first: first.clone(),
+                        second: ami.to_string(),
+                    });
                 }
                 map.insert(region.to_string(), ami.to_string());
             }

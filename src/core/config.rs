@@ -122,7 +122,7 @@ pub const FIELDS: &[Field] = &[
     f(
         "max_retries",
         Number,
-        "10",
+        "5",
         "Maximum attempts per AWS call (the SDK's standard retry mode with backoff, including throttling).",
     ),
     f(
@@ -183,6 +183,62 @@ pub const FIELDS: &[Field] = &[
     ),
     f("token", String, "", "AWS session token, with `access_key` and `secret_key`."),
 ];
+
+/// Keys of which at least one must be set: every AMI region needs an intended key, from
+/// `region_kms_key_ids` or else `kms_key_id` (a region with neither is a `NO_INTENDED_KEY`
+/// finding). Every other key is optional.
+pub const REQUIRED_ONE_OF: &[&str] = &["kms_key_id", "region_kms_key_ids"];
+
+fn doc_entry(f: &Field) -> std::string::String {
+    let mut line = format!("- `{}` ({}) - {}", f.name, f.kind.hcl(), f.doc);
+    if !f.default.is_empty() {
+        line.push_str(&format!(" Default: `{}`.", f.default));
+    }
+    line.push('\n');
+    line
+}
+
+/// The "Configuration" section of the post-processor docs page (Packer plugin shape: Required
+/// and Optional, each alphabetical, `- \`key\` (type) - doc. Default: …`), from [`FIELDS`].
+pub fn docs_markdown() -> std::string::String {
+    let mut out = std::string::String::from(
+        "### Required\n\nAt least one of these, so that every AMI region has an intended key (a region with neither fails with `NO_INTENDED_KEY`):\n\n",
+    );
+    for f in FIELDS.iter().filter(|f| REQUIRED_ONE_OF.contains(&f.name)) {
+        out.push_str(&doc_entry(f));
+    }
+    out.push_str("\n### Optional\n\n");
+    for f in FIELDS.iter().filter(|f| !REQUIRED_ONE_OF.contains(&f.name)) {
+        out.push_str(&doc_entry(f));
+    }
+    out
+}
+
+/// The README's configuration table, from [`FIELDS`].
+pub fn readme_table() -> std::string::String {
+    let mut out = std::string::String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
+    for f in FIELDS {
+        let default =
+            if f.default.is_empty() { std::string::String::new() } else { format!("`{}`", f.default) };
+        let doc = f.doc.replace('|', "\\|");
+        out.push_str(&format!("| `{}` | {} | {default} | {doc} |\n", f.name, f.kind.hcl()));
+    }
+    out
+}
+
+/// The text between `<!-- BEGIN GENERATED name -->` and `<!-- END GENERATED name -->` lines of
+/// `doc`, or `None` if the markers are missing.
+pub fn generated_section<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
+    let begin = format!("<!-- BEGIN GENERATED {name} -->\n");
+    let end = format!("<!-- END GENERATED {name} -->");
+    let start = doc.find(&begin)? + begin.len();
+    let len = doc[start..].find(&end)?;
+    Some(&doc[start..start + len])
+}
+
+/// Attempts per AWS call when `max_retries` is not set (the `FIELDS` default says the same; a
+/// test keeps them equal).
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// What a finding does to a Packer build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -250,12 +306,73 @@ mod tests {
     use super::*;
 
     #[test]
+    fn documented_max_retries_default_is_the_one_used() {
+        let f = FIELDS.iter().find(|f| f.name == "max_retries").unwrap();
+        assert_eq!(f.default, DEFAULT_MAX_RETRIES.to_string());
+    }
+
+    #[test]
     fn fields_and_settings_have_the_same_keys() {
         let v = serde_json::to_value(Settings::default()).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         keys.sort();
         let names: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
         assert_eq!(keys, names, "FIELDS must list exactly the Settings fields, alphabetically");
+    }
+
+    fn iam_block(root: &std::path::Path) -> std::string::String {
+        let policy = std::fs::read_to_string(root.join("docs/iam-producer-policy.json")).unwrap();
+        format!("```json\n{}\n```\n", policy.trim_end())
+    }
+
+    /// The docs page and the README carry the tables [`FIELDS`] renders, so they cannot drift.
+    /// `AMIKEY_UPDATE_DOCS=1 cargo test --lib core::config` rewrites them.
+    #[test]
+    fn docs_page_and_readme_match_fields() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (file, name, want) in [
+            ("docs/post-processor-amikey.md", "configuration", docs_markdown()),
+            ("README.md", "configuration", readme_table()),
+            ("docs/post-processor-amikey.md", "iam-policy", iam_block(root)),
+        ] {
+            let path = root.join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let have = generated_section(&text, name)
+                .unwrap_or_else(|| panic!("{file}: no `<!-- BEGIN GENERATED {name} -->` … END markers"));
+            if have == want {
+                continue;
+            }
+            if std::env::var_os("AMIKEY_UPDATE_DOCS").is_some() {
+                let begin = format!("<!-- BEGIN GENERATED {name} -->\n");
+                let start = text.find(&begin).unwrap() + begin.len();
+                let spliced = format!("{}{want}{}", &text[..start], &text[start + have.len()..]);
+                std::fs::write(&path, spliced).unwrap();
+                continue;
+            }
+            panic!(
+                "{file} is out of date with core::config::FIELDS; run `AMIKEY_UPDATE_DOCS=1 cargo test --lib core::config`.\nExpected:\n{want}"
+            );
+        }
+    }
+
+    #[test]
+    fn docs_list_every_field_once_required_first() {
+        let md = docs_markdown();
+        for f in FIELDS {
+            assert_eq!(md.matches(&format!("- `{}` (", f.name)).count(), 1, "{}", f.name);
+        }
+        let (required, optional) = md.split_once("### Optional").unwrap();
+        assert!(
+            required.contains("- `kms_key_id` (string)")
+                && required.contains("- `region_kms_key_ids` (map(string))")
+        );
+        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `5`."));
+        assert_eq!(readme_table().lines().count(), FIELDS.len() + 2);
+        assert_eq!(
+            generated_section("a\n<!-- BEGIN GENERATED x -->\nbody\n<!-- END GENERATED x -->\n", "x"),
+            Some("body\n")
+        );
+        assert_eq!(generated_section("no markers", "x"), None);
     }
 
     #[test]

@@ -177,13 +177,13 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
             errors.push(format!("region_kms_key_ids: unknown region {region:?} (check the spelling, or set skip_region_validation)"));
         }
         check_key(&format!("region_kms_key_ids[{region:?}]"), k, &mut errors);
-        if let Some(kr) = arn_region(k) {
-            if kr != region {
-                errors.push(format!(
-                    "region_kms_key_ids[{region:?}] is a key ARN in {kr}: a KMS key only encrypts in its own region; \
-                     use the key (or multi-Region replica) that lives in {region}"
-                ));
-            }
+        if let Some(kr) = arn_region(k)
+            && kr != region
+        {
+            errors.push(format!(
+                "region_kms_key_ids[{region:?}] is a key ARN in {kr}: a KMS key only encrypts in its own region; \
+                 use the key (or multi-Region replica) that lives in {region}"
+            ));
         }
     }
     let mut keys = BTreeMap::new();
@@ -257,17 +257,17 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
             Some(_) => {}
         }
     }
-    if let Some(r) = &settings.region {
-        if !valid_region(r, skip) {
-            errors.push(format!(
-                "region {r:?} is not a known region (check the spelling, or set skip_region_validation)"
-            ));
-        }
+    if let Some(r) = &settings.region
+        && !valid_region(r, skip)
+    {
+        errors.push(format!(
+            "region {r:?} is not a known region (check the spelling, or set skip_region_validation)"
+        ));
     }
-    if let Some(n) = settings.max_retries {
-        if n == 0 || n > 50 {
-            errors.push(format!("max_retries {n} is out of range: use 1 to 50"));
-        }
+    if let Some(n) = settings.max_retries
+        && (n == 0 || n > 50)
+    {
+        errors.push(format!("max_retries {n} is out of range: use 1 to 50"));
     }
     for k in settings.assume_role.keys() {
         if !["role_arn", "session_name", "external_id", "duration_seconds"].contains(&k.as_str()) {

@@ -174,14 +174,19 @@ impl Report {
         all
     }
 
-    /// True when there is no finding, no failed action and no unreadable region.
+    /// True when there is no finding and every planned change was made: no failed action, no
+    /// skipped one (skipped = not attempted, after a failure in the region or a cancel) and no
+    /// unreadable region.
     pub fn is_clean(&self) -> bool {
-        self.findings().is_empty() && !self.has_errors()
+        self.findings().is_empty()
+            && self.errors.is_empty()
+            && !self.actions.iter().any(|a| matches!(a.status, Status::Failed | Status::Skipped))
     }
 
-    /// True when a write failed or a region could not be read (exit code 2).
+    /// True when a write failed or was not attempted, or a region could not be read (exit code 2).
     pub fn has_errors(&self) -> bool {
-        !self.errors.is_empty() || self.actions.iter().any(|a| a.status == Status::Failed)
+        !self.errors.is_empty()
+            || self.actions.iter().any(|a| matches!(a.status, Status::Failed | Status::Skipped))
     }
 
     /// region → intended key ARN, for regions where it is known.
@@ -289,5 +294,42 @@ impl Report {
             s.push_str(" (dry run: nothing written)");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(statuses: &[Status]) -> Report {
+        Report {
+            actions: statuses
+                .iter()
+                .map(|s| ActionReport {
+                    region: "us-east-1".into(),
+                    account: "123456789012".into(),
+                    kind: "ssm_parameter".into(),
+                    target: "/amis/image_id".into(),
+                    status: *s,
+                    error: None,
+                })
+                .collect(),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn clean_means_every_change_made() {
+        let cases: &[(&[Status], bool)] = &[
+            (&[], true),
+            (&[Status::Changed, Status::Unchanged], true),
+            (&[Status::Planned], true),
+            (&[Status::Changed, Status::Failed], false),
+            // Not attempted (a cancel, or an earlier failure in the region): not done.
+            (&[Status::Changed, Status::Skipped], false),
+        ];
+        for (statuses, clean) in cases {
+            assert_eq!(with(statuses).is_clean(), *clean, "{statuses:?}");
+        }
     }
 }

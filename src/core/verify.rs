@@ -237,17 +237,20 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                     );
                     continue;
                 }
-                if let Some(k) = found {
-                    if k.state != "Enabled" && intended.is_some_and(|i| i.arn != k.arn) {
-                        push(
-                            Code::KeyNotEnabled,
-                            Some(snap_id),
-                            format!(
-                                "{at}: its key {found_desc} is {}: enable it (aws kms enable-key --key-id {} --region {region})",
-                                k.state, k.key_id
-                            ),
-                        );
-                    }
+                // With no intended key there is nothing to compare, but a disabled key still
+                // makes launches fail.
+                if let Some(k) = found
+                    && k.state != "Enabled"
+                    && intended.is_none()
+                {
+                    push(
+                        Code::KeyNotEnabled,
+                        Some(snap_id),
+                        format!(
+                            "{at}: its key {found_desc} is {}: enable it (aws kms enable-key --key-id {} --region {region})",
+                            k.state, k.key_id
+                        ),
+                    );
                 }
             }
         }
@@ -396,6 +399,14 @@ mod tests {
         let (i, mut f) = facts(&[("/dev/xvda", "snap-1", true, Some(CMK))]);
         f.keys.insert("alias/img".into(), key(CMK, KeyManager::Customer, "Disabled", Some("alias/img")));
         assert_eq!(codes(&verify_region(&i, &f)), ["KEY_NOT_ENABLED"]);
+    }
+
+    #[test]
+    fn disabled_snapshot_key_without_intent_is_still_reported() {
+        let (mut i, mut f) = facts(&[("/dev/xvda", "snap-1", true, Some(OTHER))]);
+        i.keys.insert("eu-west-1".into(), None);
+        f.keys.insert(OTHER.into(), key(OTHER, KeyManager::Customer, "Disabled", None));
+        assert_eq!(codes(&verify_region(&i, &f)), ["KEY_NOT_ENABLED", "NO_INTENDED_KEY"]);
     }
 
     #[test]

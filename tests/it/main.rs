@@ -13,5 +13,10 @@ mod conformance;
 mod architecture;
 // Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
 mod packer;
+// Real Packer 1.6.6 amazon-ebs builds on moto with amikey in the chain: publish, aws/ebs failure,
+// on_violation = "warn", SIGINT during post-processing; skips if `packer` is absent.
+mod packer_e2e;
+// scripts/release: archive and checksum names from `describe`, on fake binaries.
+mod release;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;

@@ -60,10 +60,10 @@ fn start() -> Result<Server, String> {
         .map_err(|e| format!("cannot start moto: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            if let Ok(port) = p.trim().parse::<u16>() {
-                return Ok(Server { endpoint: format!("http://127.0.0.1:{port}"), _child: child });
-            }
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && let Ok(port) = p.trim().parse::<u16>()
+        {
+            return Ok(Server { endpoint: format!("http://127.0.0.1:{port}"), _child: child });
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join("moto.log")).unwrap_or_default();
