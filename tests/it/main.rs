@@ -18,5 +18,7 @@ mod packer;
 mod packer_e2e;
 // scripts/release: archive and checksum names from `describe`, on fake binaries.
 mod release;
+// `publish` through the relay: throttling, SIGKILL between writes, a failing region, broken answers.
+mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
