@@ -141,7 +141,8 @@ pub async fn describe_key(
     }))
 }
 
-async fn launch_permissions(aws: &Aws, region: &str, ami: &str) -> Result<LaunchPermissions, AwsError> {
+/// DescribeImageAttribute launchPermission of one AMI.
+pub async fn launch_permissions(aws: &Aws, region: &str, ami: &str) -> Result<LaunchPermissions, AwsError> {
     let out = aws
         .ec2(region)
         .describe_image_attribute()

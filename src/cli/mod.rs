@@ -2,6 +2,7 @@
 //! file with the post-processor's keys) into [`Settings`], running the engine, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
+pub mod audit;
 pub mod output;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ makes no write call. Permissions are only added unless --prune."
     #[command(after_help = "Regions come from --regions, else from region_kms_key_ids and region.\n\
 Exit codes: 0 no error-level finding (warnings allowed), 1 errors, 2 bad input or AWS error.")]
     Preflight(PreflightArgs),
+    /// Scan every owned AMI in every region for unencrypted, AWS-managed-key, broken-key and
+    /// unlaunchable shared images (read-only).
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +286,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
             run_engine(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
         }
+        Command::Audit(a) => audit::run(a).await,
         Command::Preflight(a) => {
             output::init_logging(a.out.verbose);
             let mut s = load_config(&a.out.config)?;
