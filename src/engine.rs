@@ -162,8 +162,14 @@ pub async fn run_with(
     let gather_all = async {
         match opts.mode {
             Mode::Check => {
-                let g = join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))).await;
-                (g.into_iter().map(|g| g.map(|f| (f, Ok(())))).collect::<Vec<_>>(), None)
+                let mut out = Vec::new();
+                for g in join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))).await {
+                    out.push(match g {
+                        Ok(f) => Ok((f, Ok(()))),
+                        Err(e) => Err(e),
+                    });
+                }
+                (out, None)
             }
             Mode::Publish => {
                 let (g, account) = tokio::join!(

@@ -254,7 +254,7 @@ async fn gather(
     let names: Vec<String> = intent.ssm_path.as_deref().map(parameter_names).unwrap_or_default();
     // Sharing reads that need nothing but the AMI id and the parameter names.
     let early = async {
-        let Some(publishers) = publishers else { return None };
+        let publishers = publishers?;
         let (lp, own, others) = tokio::join!(
             launch_permissions(aws, region, &ami),
             async {
@@ -331,28 +331,43 @@ async fn gather(
     };
     let sharing = match (publishers, early) {
         (Some(publishers), Some((lp, own, others))) => {
-            let apply = || -> Result<(), AwsError> {
-                facts.launch_permissions = Some(lp?);
-                for (s, u) in users {
-                    facts.snapshot_users.insert(s, u?);
-                }
-                let own = own?;
-                for n in &names {
-                    facts.parameters.insert((String::new(), n.clone()), own.get(n).cloned());
-                }
-                for ((account, _), found) in publishers.iter().zip(others) {
-                    let found = found?;
-                    for n in &names {
-                        facts.parameters.insert((account.clone(), n.clone()), found.get(n).cloned());
-                    }
-                }
-                Ok(())
-            };
-            Some(apply())
+            Some(fill_sharing(&mut facts, publishers, &names, lp, users, own, others))
         }
         _ => None,
     };
     Ok((facts, sharing))
+}
+
+type Params = BTreeMap<String, ParamFacts>;
+
+/// Puts the sharing reads into `facts`; the first failed read is the error.
+// AwsError is returned by value by every (async) gather function; boxing it here alone would
+// only make this helper differ.
+#[allow(clippy::result_large_err)]
+fn fill_sharing(
+    facts: &mut RegionFacts,
+    publishers: &[(String, Aws)],
+    names: &[String],
+    lp: Result<LaunchPermissions, AwsError>,
+    users: Vec<(String, Result<BTreeSet<String>, AwsError>)>,
+    own: Result<Params, AwsError>,
+    others: Vec<Result<Params, AwsError>>,
+) -> Result<(), AwsError> {
+    facts.launch_permissions = Some(lp?);
+    for (s, u) in users {
+        facts.snapshot_users.insert(s, u?);
+    }
+    let own = own?;
+    for n in names {
+        facts.parameters.insert((String::new(), n.clone()), own.get(n).cloned());
+    }
+    for ((account, _), found) in publishers.iter().zip(others) {
+        let found = found?;
+        for n in names {
+            facts.parameters.insert((account.clone(), n.clone()), found.get(n).cloned());
+        }
+    }
+    Ok(())
 }
 
 /// Preflight facts for one region: the intended key, EBS encryption by default and its key.

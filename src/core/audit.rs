@@ -95,10 +95,10 @@ impl AuditRegionFacts {
             for (_, sid) in &img.snapshots {
                 if let Some(KeyLookup::Found(k)) =
                     self.snapshots.get(sid).and_then(|s| s.kms_key_id.as_ref()).and_then(|k| self.keys.get(k))
+                    && k.manager == KeyManager::Customer
+                    && k.state == "Enabled"
                 {
-                    if k.manager == KeyManager::Customer && k.state == "Enabled" {
-                        out.insert(k.arn.clone());
-                    }
+                    out.insert(k.arn.clone());
                 }
             }
         }

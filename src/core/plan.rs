@@ -410,4 +410,27 @@ mod tests {
         assert!(matches!(w[0], Write::PutParameter { overwrite: true, .. }));
         assert!(matches!(w[1], Write::PutParameter { overwrite: false, .. }));
     }
+
+    #[test]
+    fn unread_region_lists_every_item_publish_would_converge() {
+        let (i, ..) = setup(sharing());
+        let all = unread_region_items(&i, "ami-12345678");
+        let items: Vec<(Option<&str>, &str, &str)> =
+            all.iter().map(|(a, k, t)| (a.as_deref(), *k, t.as_str())).collect();
+        assert_eq!(
+            items,
+            [
+                (None, "launch_permission", "ami-12345678 user 222233334444"),
+                (None, "launch_permission", "ami-12345678 user 555566667777"),
+                (None, "create_volume_permission", "snapshots of ami-12345678 user 222233334444"),
+                (None, "ssm_parameter", "/images/base/image_id"),
+                (Some("555566667777"), "ssm_parameter", "/images/base/image_id"),
+                (None, "ssm_parameter", "/images/base/kms_key_arn"),
+                (Some("555566667777"), "ssm_parameter", "/images/base/kms_key_arn"),
+                (None, "ssm_parameter", "/images/base/snapshot_ids"),
+                (Some("555566667777"), "ssm_parameter", "/images/base/snapshot_ids"),
+            ]
+        );
+        assert_eq!(parameter_names("/p"), ["/p/image_id", "/p/kms_key_arn", "/p/snapshot_ids"]);
+    }
 }
