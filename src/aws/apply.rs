@@ -87,7 +87,17 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
                     }
                 })?)
             };
-            req.send().await.map_err(|e| AwsError::from_sdk("PutParameter", region, e))?;
+            req.send().await.map_err(|e| {
+                let mut err = AwsError::from_sdk("PutParameter", region, e);
+                if *overwrite && err.hint.is_none() && err.code.as_deref() == Some("ValidationException") {
+                    // SSM cannot change an existing parameter's type or data type in place.
+                    err.hint = Some(format!(
+                        "If {name} exists with another type or data type, SSM cannot convert it: delete it \
+                         (aws ssm delete-parameter --name {name} --region {region}) and re-run"
+                    ));
+                }
+                err
+            })?;
         }
     }
     Ok(())
