@@ -2,10 +2,14 @@
 //! of [`crate::core`], applies the plan. Used by the CLI and by the Packer post-processor alike.
 //!
 //! Order of work: validate input (nothing called on bad input) → gather every region in
-//! parallel → verify → stop here for `check`, or on any finding → gather sharing state →
-//! plan → apply wave 0 (permissions, producer parameters) then wave 1 (publish accounts'
-//! parameters, which need the AMI shared first). A cancel stops before the next write; calls
-//! already in flight finish, so nothing is half-written.
+//! parallel (for `publish`, the sharing state and the account id in the same waves) → verify →
+//! stop here for `check`, or on any finding → plan → apply wave 0 (permissions, producer
+//! parameters) then wave 1 (publish accounts' parameters, which need the AMI shared first). A
+//! cancel stops before the next write; calls already in flight finish, so nothing is
+//! half-written.
+//!
+//! A region whose state cannot be read (every retry failed) is neither verified nor changed;
+//! the other regions are, and the report's `errors` names it with its `skipped` items (exit 2).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +22,7 @@ use crate::core::config::Settings;
 use crate::core::facts::RegionFacts;
 use crate::core::intent::{self, Intent};
 use crate::core::plan::{self, Step};
-use crate::core::report::{ActionReport, RegionReport, Report, Status};
+use crate::core::report::{ActionReport, RegionError, RegionReport, Report, Status};
 use crate::core::verify;
 
 /// What to do after verification.
@@ -100,6 +104,19 @@ fn region_line(r: &RegionReport) -> String {
     format!("{} {}: {} [{}]", r.region, r.ami_id, verdict, keys.join("; "))
 }
 
+fn region_errors(intent: &Intent, failed: &[(String, AwsError)]) -> Vec<RegionError> {
+    let mut v: Vec<RegionError> = failed
+        .iter()
+        .map(|(region, e)| RegionError {
+            region: region.clone(),
+            ami_id: intent.amis.0.get(region).cloned().unwrap_or_default(),
+            error: e.to_string(),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Runs `check` or `publish` for `amis` with `settings`. Findings are in the report (not an
 /// error); failed writes are in the report's actions; an error means no trustworthy report.
 pub async fn run(
@@ -131,20 +148,61 @@ pub async fn run_with(
     let listed: Vec<String> = intent.amis.0.iter().map(|(r, a)| format!("{r} {a}")).collect();
     progress.say(&format!("Checking {} AMI(s): {}", regions.len(), listed.join(", ")));
 
-    let gathered = tokio::select! {
-        g = join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))) => g,
+    // Publish: the accounts to publish in, by assumed role (credentials are fetched on first use).
+    let mut publishers = Vec::new();
+    if opts.mode == Mode::Publish {
+        let role = intent.publish_role_name.clone().unwrap_or_default();
+        for account in &intent.publish_accounts {
+            let arn = format!("arn:aws:iam::{account}:role/{role}");
+            publishers.push((account.clone(), aws.assume(&arn, Some("amikey-publish"), None).await));
+        }
+    }
+    // Every region in parallel; for publish the sharing state is read in the same waves, and the
+    // account id alongside, so the writes can start as soon as verification is clean.
+    let gather_all = async {
+        match opts.mode {
+            Mode::Check => {
+                let mut out = Vec::new();
+                for g in join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))).await {
+                    out.push(match g {
+                        Ok(f) => Ok((f, Ok(()))),
+                        Err(e) => Err(e),
+                    });
+                }
+                (out, None)
+            }
+            Mode::Publish => {
+                let (g, account) = tokio::join!(
+                    join_all(regions.iter().map(|r| gather::gather_region_publish(
+                        aws,
+                        &publishers,
+                        intent,
+                        r
+                    ))),
+                    aws.account_id()
+                );
+                (g, Some(account))
+            }
+        }
+    };
+    let (gathered, account) = tokio::select! {
+        g = gather_all => g,
         () = cancel.cancelled() => return Err(EngineError::Cancelled),
     };
     let mut facts: Vec<RegionFacts> = Vec::new();
-    let mut errors = Vec::new();
-    for g in gathered {
+    let mut sharing: Vec<Result<(), AwsError>> = Vec::new();
+    let mut failed: Vec<(String, AwsError)> = Vec::new();
+    for (region, g) in regions.iter().zip(gathered) {
         match g {
-            Ok(f) => facts.push(f),
-            Err(e) => errors.push(e),
+            Ok((f, s)) => {
+                facts.push(f);
+                sharing.push(s);
+            }
+            Err(e) => failed.push((region.clone(), e)),
         }
     }
-    if !errors.is_empty() {
-        return Err(EngineError::Gather(errors));
+    if facts.is_empty() && !failed.is_empty() {
+        return Err(EngineError::Gather(failed.into_iter().map(|(_, e)| e).collect()));
     }
     let reports: Vec<RegionReport> = facts.iter().map(|f| verify::verify_region(intent, f)).collect();
     for r in &reports {
@@ -153,31 +211,38 @@ pub async fn run_with(
     let mut report =
         Report { command: command.into(), dry_run: opts.dry_run, regions: reports, ..Default::default() };
     if opts.mode == Mode::Check {
+        report.errors = region_errors(intent, &failed);
         return Ok(report);
     }
     if !report.findings().is_empty() {
         progress.say("Findings: nothing shared, nothing published");
+        report.errors = region_errors(intent, &failed);
         return Ok(report);
     }
-
-    // Publish: the accounts to publish in, by assumed role.
-    let role = intent.publish_role_name.clone().unwrap_or_default();
-    let mut publishers = Vec::new();
-    for account in &intent.publish_accounts {
-        let arn = format!("arn:aws:iam::{account}:role/{role}");
-        publishers.push((account.clone(), aws.assume(&arn, Some("amikey-publish"), None).await));
-    }
-    let sharing = tokio::select! {
-        g = join_all(facts.iter_mut().zip(&report.regions).map(|(f, r)| gather::gather_sharing(aws, &publishers, intent, r, f))) => g,
-        () = cancel.cancelled() => return Err(EngineError::Cancelled),
+    let account = match account {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return Err(EngineError::Gather(vec![e])),
+        None => String::new(),
     };
-    let errors: Vec<AwsError> = sharing.into_iter().filter_map(Result::err).collect();
-    if !errors.is_empty() {
-        return Err(EngineError::Gather(errors));
+
+    // Regions whose sharing state could not be read are not changed either.
+    let mut readable_facts = Vec::new();
+    let mut readable_reports = Vec::new();
+    for ((f, r), s) in facts.iter().zip(&report.regions).zip(sharing) {
+        match s {
+            Ok(()) => {
+                readable_facts.push(f);
+                readable_reports.push(r);
+            }
+            Err(e) => failed.push((f.region.clone(), e)),
+        }
     }
-    let account = aws.account_id().await.map_err(|e| EngineError::Gather(vec![e]))?;
-    let steps: Vec<Step> =
-        facts.iter().zip(&report.regions).flat_map(|(f, r)| plan::plan_region(intent, f, r)).collect();
+    failed.sort_by(|a, b| a.0.cmp(&b.0));
+    let steps: Vec<Step> = readable_facts
+        .iter()
+        .zip(&readable_reports)
+        .flat_map(|(f, r)| plan::plan_region(intent, f, r))
+        .collect();
 
     let mut actions: Vec<ActionReport> = Vec::new();
     let mut record = |s: &Step, status: Status, error: Option<String>| {
@@ -241,6 +306,23 @@ pub async fn run_with(
             }
         }
     }
+    for (region, e) in &failed {
+        let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
+        for (acct, kind, target) in plan::unread_region_items(intent, &ami) {
+            actions.push(ActionReport {
+                region: region.clone(),
+                account: acct.unwrap_or_else(|| account.clone()),
+                kind: kind.to_string(),
+                target,
+                status: Status::Skipped,
+                error: Some(format!(
+                    "not attempted: the state in {region} could not be read ({})",
+                    e.message
+                )),
+            });
+        }
+    }
+    report.errors = region_errors(intent, &failed);
     actions.sort();
     report.actions = actions;
     let c = report.counts();

@@ -318,9 +318,10 @@ impl AmikeyPostProcessor {
         let report = report.map_err(|e| format!("amikey: {e}\n\n{DESTROY_NOTE}"))?;
 
         if report.findings().is_empty() && !report.is_clean() {
-            // Verified, but some writes failed: an AWS problem, not a misencrypted AMI.
+            // Some writes failed or a region could not be read: an AWS problem, not a
+            // misencrypted AMI.
             return Err(format!(
-                "amikey verified the AMIs but could not apply every change (see FAILED and skipped lines); \
+                "amikey could not read or change every region (see the ERROR, FAILED and skipped lines); \
                  a re-run applies only what is missing.\n\n{}\n{DESTROY_NOTE}",
                 report.render_text()
             ));

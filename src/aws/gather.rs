@@ -1,6 +1,8 @@
 //! Read-only fact gathering for one region: one DescribeImages, one DescribeSnapshots for all of
 //! the AMI's snapshots, one DescribeKey per distinct key (cached), the launch and
-//! create-volume permissions and the SSM parameters, independent reads in parallel.
+//! create-volume permissions and the SSM parameters, independent reads in parallel: for
+//! `publish` every read is issued in the first wave that has its inputs (two waves when the
+//! snapshots are under the intended key).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +16,7 @@ use crate::core::facts::{
     SnapshotFacts,
 };
 use crate::core::intent::Intent;
-use crate::core::plan::parameter_values;
-use crate::core::report::RegionReport;
+use crate::core::plan::parameter_names;
 
 /// DescribeImages for one AMI; None when it does not exist (or is not visible).
 pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option<ImageFacts>, AwsError> {
@@ -140,7 +141,8 @@ pub async fn describe_key(
     }))
 }
 
-async fn launch_permissions(aws: &Aws, region: &str, ami: &str) -> Result<LaunchPermissions, AwsError> {
+/// DescribeImageAttribute launchPermission of one AMI.
+pub async fn launch_permissions(aws: &Aws, region: &str, ami: &str) -> Result<LaunchPermissions, AwsError> {
     let out = aws
         .ec2(region)
         .describe_image_attribute()
@@ -223,40 +225,100 @@ pub async fn get_parameters(
 
 /// Stage 1 (enough for `check`): image, snapshots, keys.
 pub async fn gather_region(aws: &Aws, intent: &Intent, region: &str) -> Result<RegionFacts, AwsError> {
+    gather(aws, intent, region, None).await.map(|(f, _)| f)
+}
+
+/// Stage 1 and, in the same waves, the sharing state `publish` needs (launch and create-volume
+/// permissions, the SSM parameters in the producer's and each publish account): the reads that
+/// need only the AMI id and the parameter names start at once, the per-snapshot ones with
+/// DescribeSnapshots. The second result is the sharing read's outcome, which only matters when
+/// verification is clean (an AMI that is missing also fails DescribeImageAttribute).
+pub async fn gather_region_publish(
+    aws: &Aws,
+    publishers: &[(String, Aws)],
+    intent: &Intent,
+    region: &str,
+) -> Result<(RegionFacts, Result<(), AwsError>), AwsError> {
+    let (facts, sharing) = gather(aws, intent, region, Some(publishers)).await?;
+    Ok((facts, sharing.unwrap_or(Ok(()))))
+}
+
+async fn gather(
+    aws: &Aws,
+    intent: &Intent,
+    region: &str,
+    publishers: Option<&[(String, Aws)]>,
+) -> Result<(RegionFacts, Option<Result<(), AwsError>>), AwsError> {
     let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
     let intended_key = intent.keys.get(region).cloned().flatten();
-    let (image, intended) = tokio::join!(describe_image(aws, region, &ami), async {
-        match &intended_key {
-            Some(k) => describe_key(aws, region, k, false).await.map(Some),
-            None => Ok(None),
+    let names: Vec<String> = intent.ssm_path.as_deref().map(parameter_names).unwrap_or_default();
+    // Sharing reads that need nothing but the AMI id and the parameter names.
+    let early = async {
+        let publishers = publishers?;
+        let (lp, own, others) = tokio::join!(
+            launch_permissions(aws, region, &ami),
+            async {
+                if names.is_empty() { Ok(BTreeMap::new()) } else { get_parameters(aws, region, &names).await }
+            },
+            join_all(publishers.iter().map(|(account, p)| {
+                let names = &names;
+                async move {
+                    if names.is_empty() {
+                        return Ok(BTreeMap::new());
+                    }
+                    get_parameters(p, region, names).await.map_err(|e| e.in_account(account))
+                }
+            })),
+        );
+        Some((lp, own, others))
+    };
+    let stage1 = async {
+        let (image, intended) = tokio::join!(describe_image(aws, region, &ami), async {
+            match &intended_key {
+                Some(k) => describe_key(aws, region, k, false).await.map(Some),
+                None => Ok(None),
+            }
+        });
+        let image = image?;
+        let mut keys = BTreeMap::new();
+        if let (Some(k), Some(l)) = (&intended_key, intended?) {
+            if let KeyLookup::Found(f) = &l {
+                keys.insert(f.arn.clone(), l.clone());
+            }
+            keys.insert(k.clone(), l);
         }
-    });
-    let image = image?;
-    let mut keys = BTreeMap::new();
-    if let (Some(k), Some(l)) = (&intended_key, intended?) {
-        if let KeyLookup::Found(f) = &l {
-            keys.insert(f.arn.clone(), l.clone());
+        let snap_ids: Vec<String> = image
+            .as_ref()
+            .map(|i| {
+                let mut v: Vec<String> =
+                    i.block_devices.iter().filter_map(|b| b.snapshot_id.clone()).collect();
+                v.sort();
+                v.dedup();
+                v
+            })
+            .unwrap_or_default();
+        let (snapshots, users) = tokio::join!(describe_snapshots(aws, region, &snap_ids), async {
+            if publishers.is_none() {
+                return Vec::new();
+            }
+            join_all(snap_ids.iter().map(|s| snapshot_users(aws, region, s))).await
+        });
+        let snapshots = snapshots?;
+        // One DescribeKey per distinct snapshot key not already known (the intended key's ARN is).
+        let unknown: BTreeSet<String> = snapshots
+            .values()
+            .filter_map(|s| s.kms_key_id.clone())
+            .filter(|k| !keys.contains_key(k))
+            .collect();
+        let looked = join_all(unknown.iter().map(|k| describe_key(aws, region, k, true))).await;
+        for (k, l) in unknown.into_iter().zip(looked) {
+            keys.insert(k, l?);
         }
-        keys.insert(k.clone(), l);
-    }
-    let snap_ids: Vec<String> = image
-        .as_ref()
-        .map(|i| {
-            let mut v: Vec<String> = i.block_devices.iter().filter_map(|b| b.snapshot_id.clone()).collect();
-            v.sort();
-            v.dedup();
-            v
-        })
-        .unwrap_or_default();
-    let snapshots = describe_snapshots(aws, region, &snap_ids).await?;
-    // One DescribeKey per distinct snapshot key not already known (the intended key's ARN is).
-    let unknown: BTreeSet<String> =
-        snapshots.values().filter_map(|s| s.kms_key_id.clone()).filter(|k| !keys.contains_key(k)).collect();
-    let looked = join_all(unknown.iter().map(|k| describe_key(aws, region, k, true))).await;
-    for (k, l) in unknown.into_iter().zip(looked) {
-        keys.insert(k, l?);
-    }
-    Ok(RegionFacts {
+        Ok::<_, AwsError>((image, snapshots, keys, snap_ids.into_iter().zip(users).collect::<Vec<_>>()))
+    };
+    let (stage1, early) = tokio::join!(stage1, early);
+    let (image, snapshots, keys, users) = stage1?;
+    let mut facts = RegionFacts {
         region: region.to_string(),
         ami_id: ami,
         image,
@@ -266,52 +328,42 @@ pub async fn gather_region(aws: &Aws, intent: &Intent, region: &str) -> Result<R
         launch_permissions: None,
         snapshot_users: BTreeMap::new(),
         parameters: BTreeMap::new(),
-    })
+    };
+    let sharing = match (publishers, early) {
+        (Some(publishers), Some((lp, own, others))) => {
+            Some(fill_sharing(&mut facts, publishers, &names, lp, users, own, others))
+        }
+        _ => None,
+    };
+    Ok((facts, sharing))
 }
 
-/// Stage 2 (for `publish`, after a clean verify): current permissions and parameters, in the
-/// producer account and (through `publishers`) in each publish account.
-pub async fn gather_sharing(
-    aws: &Aws,
-    publishers: &[(String, Aws)],
-    intent: &Intent,
-    report: &RegionReport,
+type Params = BTreeMap<String, ParamFacts>;
+
+/// Puts the sharing reads into `facts`; the first failed read is the error.
+// AwsError is returned by value by every (async) gather function; boxing it here alone would
+// only make this helper differ.
+#[allow(clippy::result_large_err)]
+fn fill_sharing(
     facts: &mut RegionFacts,
+    publishers: &[(String, Aws)],
+    names: &[String],
+    lp: Result<LaunchPermissions, AwsError>,
+    users: Vec<(String, Result<BTreeSet<String>, AwsError>)>,
+    own: Result<Params, AwsError>,
+    others: Vec<Result<Params, AwsError>>,
 ) -> Result<(), AwsError> {
-    let region = facts.region.clone();
-    let ami = facts.ami_id.clone();
-    let names: Vec<String> = match &intent.ssm_path {
-        Some(p) => parameter_values(report).iter().map(|(s, ..)| format!("{p}/{s}")).collect(),
-        None => Vec::new(),
-    };
-    let snaps: Vec<String> = report.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
-    let (lp, users, own, others) = tokio::join!(
-        launch_permissions(aws, &region, &ami),
-        join_all(snaps.iter().map(|s| snapshot_users(aws, &region, s))),
-        async {
-            if names.is_empty() { Ok(BTreeMap::new()) } else { get_parameters(aws, &region, &names).await }
-        },
-        join_all(publishers.iter().map(|(account, p)| {
-            let (names, region) = (&names, &region);
-            async move {
-                if names.is_empty() {
-                    return Ok(BTreeMap::new());
-                }
-                get_parameters(p, region, names).await.map_err(|e| e.in_account(account))
-            }
-        })),
-    );
     facts.launch_permissions = Some(lp?);
-    for (s, u) in snaps.into_iter().zip(users) {
+    for (s, u) in users {
         facts.snapshot_users.insert(s, u?);
     }
     let own = own?;
-    for n in &names {
+    for n in names {
         facts.parameters.insert((String::new(), n.clone()), own.get(n).cloned());
     }
     for ((account, _), found) in publishers.iter().zip(others) {
         let found = found?;
-        for n in &names {
+        for n in names {
             facts.parameters.insert((account.clone(), n.clone()), found.get(n).cloned());
         }
     }

@@ -2,6 +2,7 @@
 //! and applies one [`crate::core::plan::Write`] at a time. No decisions are made here.
 
 pub mod apply;
+pub mod audit;
 pub mod clients;
 pub mod error;
 pub mod gather;

@@ -2,6 +2,7 @@
 //! file with the post-processor's keys) into [`Settings`], running the engine, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
+pub mod audit;
 pub mod lint;
 pub mod output;
 pub mod preflight;
@@ -67,6 +68,9 @@ makes no write call. Permissions are only added unless --prune."
     /// Check Packer templates for KMS/sharing mistakes before a build (no AWS calls).
     #[command(after_help = lint::AFTER_HELP)]
     Lint(lint::LintArgs),
+    /// Scan every owned AMI in every region for unencrypted, AWS-managed-key, broken-key and
+    /// unlaunchable shared images (read-only).
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -257,7 +261,7 @@ async fn run_engine(
     });
     let report = engine::run(&settings, &amis, opts, &progress, &cancel).await?;
     output::print_report(&report, out.format);
-    Ok(if report.actions.iter().any(|a| a.status == crate::core::report::Status::Failed) {
+    Ok(if report.has_errors() {
         ExitCode::from(2)
     } else if !report.findings().is_empty() {
         ExitCode::from(1)
@@ -277,6 +281,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Preflight(a) => preflight::run(a).await,
         Command::Lint(a) => lint::run(a).await,
+        Command::Audit(a) => audit::run(a).await,
         Command::Publish(a) => {
             output::init_logging(a.out.verbose);
             let mut s = load_config(&a.out.config)?;

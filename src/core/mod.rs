@@ -2,6 +2,7 @@
 //! no clock (callers pass `now`). Everything here is deterministic and unit-tested without AWS.
 
 pub mod artifact;
+pub mod audit;
 pub mod config;
 pub mod doctor;
 pub mod facts;

@@ -99,13 +99,23 @@ fn diff(
     (add, keep, remove)
 }
 
+/// The suffixes of the parameters published under `ssm_path`, in publishing order.
+pub const PARAMETER_SUFFIXES: [&str; 3] = ["image_id", "kms_key_arn", "snapshot_ids"];
+
+/// The full names of the parameters published under `path` (known before anything is read, so
+/// `publish` can read them while it verifies).
+pub fn parameter_names(path: &str) -> Vec<String> {
+    PARAMETER_SUFFIXES.iter().map(|s| format!("{path}/{s}")).collect()
+}
+
 /// The parameter values for a verified region: `(suffix, value, type, data type)`.
 pub fn parameter_values(report: &RegionReport) -> Vec<(&'static str, String, &'static str, &'static str)> {
     let snaps: Vec<&str> = report.snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
+    let [image_id, kms_key_arn, snapshot_ids] = PARAMETER_SUFFIXES;
     vec![
-        ("image_id", report.ami_id.clone(), "String", "aws:ec2:image"),
-        ("kms_key_arn", report.intended_kms_key_arn.clone().unwrap_or_default(), "String", "text"),
-        ("snapshot_ids", snaps.join(","), "StringList", "text"),
+        (image_id, report.ami_id.clone(), "String", "aws:ec2:image"),
+        (kms_key_arn, report.intended_kms_key_arn.clone().unwrap_or_default(), "String", "text"),
+        (snapshot_ids, snaps.join(","), "StringList", "text"),
     ]
 }
 
@@ -242,6 +252,37 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
     steps
 }
 
+/// The items `publish` would have converged in a region whose state could not be read, as
+/// `(account, kind, target)` (account None: the producer's), for the report's `skipped` actions.
+/// Snapshot ids may be unknown there, so snapshot permissions are named by their AMI.
+pub fn unread_region_items(intent: &Intent, ami: &str) -> Vec<(Option<String>, &'static str, String)> {
+    let mut out = Vec::new();
+    let lp = |kind: &str, set: &BTreeSet<String>| {
+        set.iter().map(|x| format!("{ami} {kind} {x}")).collect::<Vec<_>>()
+    };
+    let mut launch =
+        [lp("user", &intent.launch_users), lp("org", &intent.org_arns), lp("ou", &intent.ou_arns)].concat();
+    if intent.public {
+        launch.push(format!("{ami} group all"));
+    }
+    out.extend(launch.into_iter().map(|t| (None, "launch_permission", t)));
+    out.extend(
+        intent
+            .snapshot_users
+            .iter()
+            .map(|u| (None, "create_volume_permission", format!("snapshots of {ami} user {u}"))),
+    );
+    if let Some(path) = &intent.ssm_path {
+        for name in parameter_names(path) {
+            out.push((None, "ssm_parameter", name.clone()));
+            for account in &intent.publish_accounts {
+                out.push((Some(account.clone()), "ssm_parameter", name.clone()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -368,5 +409,28 @@ mod tests {
         let w: Vec<_> = steps.iter().filter_map(|s| s.write.as_ref()).collect();
         assert!(matches!(w[0], Write::PutParameter { overwrite: true, .. }));
         assert!(matches!(w[1], Write::PutParameter { overwrite: false, .. }));
+    }
+
+    #[test]
+    fn unread_region_lists_every_item_publish_would_converge() {
+        let (i, ..) = setup(sharing());
+        let all = unread_region_items(&i, "ami-12345678");
+        let items: Vec<(Option<&str>, &str, &str)> =
+            all.iter().map(|(a, k, t)| (a.as_deref(), *k, t.as_str())).collect();
+        assert_eq!(
+            items,
+            [
+                (None, "launch_permission", "ami-12345678 user 222233334444"),
+                (None, "launch_permission", "ami-12345678 user 555566667777"),
+                (None, "create_volume_permission", "snapshots of ami-12345678 user 222233334444"),
+                (None, "ssm_parameter", "/images/base/image_id"),
+                (Some("555566667777"), "ssm_parameter", "/images/base/image_id"),
+                (None, "ssm_parameter", "/images/base/kms_key_arn"),
+                (Some("555566667777"), "ssm_parameter", "/images/base/kms_key_arn"),
+                (None, "ssm_parameter", "/images/base/snapshot_ids"),
+                (Some("555566667777"), "ssm_parameter", "/images/base/snapshot_ids"),
+            ]
+        );
+        assert_eq!(parameter_names("/p"), ["/p/image_id", "/p/kms_key_arn", "/p/snapshot_ids"]);
     }
 }

@@ -137,6 +137,18 @@ pub struct ActionReport {
     pub error: Option<String>,
 }
 
+/// A region whose state could not be read (every retry failed): it was neither verified nor
+/// changed, while the other regions were.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RegionError {
+    /// Region.
+    pub region: String,
+    /// The AMI there.
+    pub ami_id: String,
+    /// The failed call and what to do next.
+    pub error: String,
+}
+
 /// The whole result of `check` or `publish`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -150,6 +162,8 @@ pub struct Report {
     pub actions: Vec<ActionReport>,
     /// Warnings that do not fail the run (e.g. key-policy concerns under `check_key_policy = "warn"`).
     pub warnings: Vec<String>,
+    /// Regions that could not be read, sorted; nothing was changed there (exit code 2).
+    pub errors: Vec<RegionError>,
 }
 
 impl Report {
@@ -160,11 +174,19 @@ impl Report {
         all
     }
 
-    /// True when there is no finding and every planned change was made: no failed action and
-    /// no skipped one (skipped = not attempted, after a failure in the region or a cancel).
+    /// True when there is no finding and every planned change was made: no failed action, no
+    /// skipped one (skipped = not attempted, after a failure in the region or a cancel) and no
+    /// unreadable region.
     pub fn is_clean(&self) -> bool {
         self.findings().is_empty()
+            && self.errors.is_empty()
             && !self.actions.iter().any(|a| matches!(a.status, Status::Failed | Status::Skipped))
+    }
+
+    /// True when a write failed or was not attempted, or a region could not be read (exit code 2).
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+            || self.actions.iter().any(|a| matches!(a.status, Status::Failed | Status::Skipped))
     }
 
     /// region → intended key ARN, for regions where it is known.
@@ -229,6 +251,13 @@ impl Report {
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
+        for e in &self.errors {
+            let _ = writeln!(
+                out,
+                "ERROR {} {}: nothing verified or changed there: {}",
+                e.region, e.ami_id, e.error
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "{}", self.summary());
         out
@@ -256,6 +285,10 @@ impl Report {
                     let _ = write!(s, ", {} {word}", n(st));
                 }
             }
+        }
+        if !self.errors.is_empty() {
+            let regions: Vec<&str> = self.errors.iter().map(|e| e.region.as_str()).collect();
+            let _ = write!(s, "; could not read {} (nothing changed there)", regions.join(", "));
         }
         if self.dry_run {
             s.push_str(" (dry run: nothing written)");

@@ -25,5 +25,9 @@ mod packer;
 mod packer_e2e;
 // scripts/release: archive and checksum names from `describe`, on fake binaries.
 mod release;
+// `amikey audit` against moto: finding codes, filters, call pattern.
+mod audit;
+// `publish` through the relay: throttling, SIGKILL between writes, a failing region, broken answers.
+mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;

@@ -251,3 +251,59 @@ pub fn json(stdout: &str) -> serde_json::Value {
 pub fn repo_path(p: &str) -> PathBuf {
     repo().join(Path::new(p))
 }
+
+/// A `tests/moto/relay.py` in front of this test's moto (latency, throttling, faults), with its
+/// call log; killed on drop.
+pub struct Relay {
+    pub endpoint: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Relay {
+    /// Starts a relay to `m`'s moto with extra relay flags (e.g. `--throttle 0.15 --seed 1`).
+    pub fn start(m: &Moto, args: &[&str]) -> Relay {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let port_file = m.dir.path().join(format!("relay-{n}.port"));
+        let log = m.dir.path().join(format!("relay-{n}.jsonl"));
+        let child = Command::new(python())
+            .arg(repo().join("tests/moto/relay.py"))
+            .args(["--listen", "127.0.0.1:0", "--upstream", &m.endpoint, "--port-file"])
+            .arg(&port_file)
+            .arg("--log")
+            .arg(&log)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start relay.py");
+        let mut relay = Relay { endpoint: String::new(), log, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(port) =
+                std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse::<u16>().ok())
+            {
+                relay.endpoint = format!("http://127.0.0.1:{port}");
+                return relay;
+            }
+            assert!(Instant::now() < deadline, "relay.py did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The relay's call log so far (ts, service, region, action, status, ms, fault, ...).
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,7 +5,7 @@ Standard library only.
     relay.py --listen 127.0.0.1:0 --port-file F --upstream http://127.0.0.1:5000 [--upstream URL ...]
              [--shard-by-region] [--delay 50-200] [--seed N] [--throttle 0.15]
              [--fail ACTION:N ...] [--close-mid-response ACTION:N ...] [--garbage ACTION:N ...]
-             [--account N] [--log FILE]
+             [--fault-region REGION ...] [--account N] [--log FILE]
 
 * Threaded HTTP/1.1 with keep-alive towards the client; TCP_NODELAY on both sides (without it Nagle +
   delayed ACK add ~40 ms to each keep-alive response).
@@ -26,6 +26,8 @@ Standard library only.
   the response is sent and the connection closed.
 * --garbage ACTION:N: the first N calls of ACTION are forwarded (they take effect), then answered 200
   with a body that is not XML/JSON.
+* --fault-region REGION (repeatable): --fail, --close-mid-response and --garbage apply only to calls
+  signed for these regions (a region that keeps failing while the others work).
 * --account N: sets `x-moto-account-id: N` on every forwarded request (moto acts as account N).
 * --log FILE: one JSON line per call: ts, service, region, action, status, ms, account, fault, upstream.
 
@@ -144,6 +146,7 @@ class Relay:
             "garbage": parse_counts(args.garbage, "--garbage"),
         }
         self.fault_lock = threading.Lock()
+        self.fault_regions = set(args.fault_region or [])
         self.account = args.account
         self.log_lock = threading.Lock()
         self.log = open(args.log, "a", buffering=1) if args.log else None
@@ -154,7 +157,9 @@ class Relay:
             throttled = self.throttle > 0 and self.rng.random() < self.throttle
         return delay, throttled
 
-    def take_fault(self, action: str) -> str | None:
+    def take_fault(self, action: str, region: str | None = None) -> str | None:
+        if self.fault_regions and region not in self.fault_regions:
+            return None
         with self.fault_lock:
             for kind in ("fail", "close", "garbage"):
                 left = self.faults[kind].get(action, 0)
@@ -290,7 +295,7 @@ def make_handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
                     status, headers, out = throttle_response(protocol)
                     self._send(status, headers, out)
                     return
-                fault = relay.take_fault(action) if action else None
+                fault = relay.take_fault(action, region) if action else None
                 if fault == "fail":
                     status, headers, out = error_response(protocol, 500, "InternalError",
                                                           "We encountered an internal error. Please try again.")
@@ -359,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail", action="append", metavar="ACTION:N", help="HTTP 500 InternalError for the first N calls")
     p.add_argument("--close-mid-response", action="append", metavar="ACTION:N", help="send half a response, close")
     p.add_argument("--garbage", action="append", metavar="ACTION:N", help="200 with a garbage body")
+    p.add_argument("--fault-region", action="append", metavar="REGION",
+                   help="apply --fail/--close-mid-response/--garbage only to calls for this region (repeatable)")
     p.add_argument("--account", help="inject x-moto-account-id: N")
     p.add_argument("--log", help="append one JSON line per call to this file")
     args = p.parse_args(argv)

@@ -747,6 +747,15 @@ def _(ctx: Ctx) -> None:
         eq([x["status"] for x in r.lines()], [500, 500, 200], "logged status")
 
 
+@check("relay: --fault-region scopes --fail to one region; the others pass")
+def _(ctx: Ctx) -> None:
+    with RelayRun(ctx, ["--fail", "DescribeRegions:5", "--fault-region", "eu-west-1"]) as r:
+        eq(error_code(lambda: r.c("ec2", "us-east-1").describe_regions()), None, "us-east-1")
+        eq(error_code(lambda: r.c("ec2", "eu-west-1", config=Config(retries={"total_max_attempts": 1}))
+                      .describe_regions()), "InternalError", "eu-west-1")
+        eq([(x["region"], x["status"]) for x in r.lines()], [("us-east-1", 200), ("eu-west-1", 500)], "log")
+
+
 @check("relay: --fail with SDK retries succeeds on the 3rd attempt")
 def _(ctx: Ctx) -> None:
     with RelayRun(ctx, ["--fail", "DescribeRegions:2"]) as r:
