@@ -583,7 +583,9 @@ fn sigint_while_amikey_verifies_cancels_cleanly_and_writes_nothing() {
     }
     let m = Moto::take();
     let keys = seed_keys(&m);
-    let text = interrupted_build(&m, &keys, "(type amikey)");
+    // amikey's own first line, said just before its first AWS read: interrupting on Packer's
+    // "Running post-processor" line instead races with the plugin's start-up.
+    let text = interrupted_build(&m, &keys, "Checking 3 AMI(s)");
     assert!(!text.contains("Applying "), "amikey reached the write phase:\n{text}");
     assert!(text.contains("Post-processor failed: cancelled"), "{text}");
     assert_eq!(assert_all_or_nothing(&m, "/amikey-demo/base"), 0, "{text}");
