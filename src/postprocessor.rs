@@ -246,7 +246,11 @@ impl PostProcessor for AmikeyPostProcessor {
         tokio::pin!(run);
         tokio::select! {
             biased;
-            r = &mut run => r,
+            // The run may notice the cancel before this select does: word it the same way.
+            r = &mut run => match r {
+                Err(e) if cancel.is_cancelled() => Err(format!("cancelled: Packer cancelled the build.\n{e}")),
+                r => r,
+            },
             () = cancel.cancelled() => {
                 // The engine sees the same token: it stops reading at once and starts no new
                 // write, but lets writes already sent finish, so an SSM parameter set or a
