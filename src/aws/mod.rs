@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod clients;
+pub mod consumer;
 pub mod error;
 pub mod gather;
 

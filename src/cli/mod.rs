@@ -2,7 +2,10 @@
 //! file with the post-processor's keys) into [`Settings`], running the engine, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
+pub mod doctor;
+pub mod grant;
 pub mod output;
+pub mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +64,12 @@ makes no write call. Permissions are only added unless --prune."
     #[command(after_help = "Regions come from --regions, else from region_kms_key_ids and region.\n\
 Exit codes: 0 no error-level finding (warnings allowed), 1 errors, 2 bad input or AWS error.")]
     Preflight(PreflightArgs),
+    /// Consumer side: KMS grants for service-linked roles on the published keys (one per key × region × grantee).
+    Grant(grant::GrantArgs),
+    /// Consumer side: walk the launch chain of a shared encrypted AMI, ✔/✘ with the fix for each ✘.
+    Doctor(doctor::DoctorArgs),
+    /// Key policies for consumers: generate the statements, merge them, check a key's policy.
+    Policy(policy::PolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +329,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
             run_engine(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
         }
+        Command::Grant(a) => grant::run(a).await,
+        Command::Doctor(a) => doctor::run(a).await,
+        Command::Policy(a) => policy::run(a).await,
     }
 }
 
