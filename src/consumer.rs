@@ -433,11 +433,15 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     for k in &req.key_arns {
         check_key_arn(k.trim())?;
     }
-    let amis = crate::core::artifact::AmiSet::from_pairs(
-        req.amis.iter().map(String::as_str),
-        req.skip_region_validation,
-    )
-    .map_err(|e| ConsumerError::Input(format!("--ami: {e}")))?;
+    let amis = if req.amis.is_empty() {
+        crate::core::artifact::AmiSet::default()
+    } else {
+        crate::core::artifact::AmiSet::from_pairs(
+            req.amis.iter().map(String::as_str),
+            req.skip_region_validation,
+        )
+        .map_err(|e| ConsumerError::Input(format!("--ami: {e}")))?
+    };
     if grantees.is_empty() {
         return Err(ConsumerError::Input(format!("no grantee needs a grant: {}", notes.join("; "))));
     }
@@ -561,26 +565,25 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     }
     // Keys published before (parameter history) that no longer are: their amikey grants are stale.
     let mut stale_keys: BTreeSet<(String, String)> = BTreeSet::new();
-    if req.retire_stale {
-        match &param_name {
-            Some(name) => {
-                let hist = join_all(published.keys().map(|r| kms_side::parameter_history(&aws, r, name))).await;
-                let current: BTreeSet<&String> = usable.iter().map(|k| &k.key_arn).collect();
-                for (r, h) in published.keys().zip(hist) {
-                    for old in h? {
-                        let old = old.trim().to_string();
-                        if is_key_arn(&old) && !current.contains(&old) {
-                            stale_keys.insert((region_of(&old).to_string(), old));
-                        }
+    // Looked up even without --retire-stale, so the report can say what it would retire.
+    match &param_name {
+        Some(name) => {
+            let hist = join_all(published.keys().map(|r| kms_side::parameter_history(&aws, r, name))).await;
+            let current: BTreeSet<&String> = usable.iter().map(|k| &k.key_arn).collect();
+            for h in hist {
+                for old in h? {
+                    let old = old.trim().to_string();
+                    if is_key_arn(&old) && !current.contains(&old) {
+                        stale_keys.insert((region_of(&old).to_string(), old));
                     }
-                    let _ = r;
                 }
             }
-            None => notes.push(
-                "--retire-stale needs --ssm-path: amikey learns which keys were published before from the parameter's history"
-                    .into(),
-            ),
         }
+        None if req.retire_stale => notes.push(
+            "--retire-stale needs --ssm-path: amikey learns which keys were published before from the parameter's history"
+                .into(),
+        ),
+        None => {}
     }
     let mut lookups: Vec<(String, String, String)> = Vec::new();
     for k in &usable {

@@ -4,6 +4,8 @@
 mod moto;
 // `amikey check` and `amikey publish` against moto.
 mod engine;
+// The consumer side (grant, doctor, policy) against moto, run as the consumer account.
+mod consumer;
 // CLI behaviour that needs no AWS: bad input, help, exit codes.
 mod cli;
 // Plays Packer's side of the plugin protocol against the built plugin binary (and, for the

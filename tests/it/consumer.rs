@@ -1,0 +1,430 @@
+//! The consumer side against the patched moto emulator, through the real CLI binary run as the
+//! consumer account (assumed-role credentials): `grant` from a published path, re-runs that
+//! change nothing (counted in the call log: moto's Name idempotency would hide duplicates),
+//! multi-Region replicas, `--retire-stale`, `doctor` before and after, `policy check` and
+//! `policy generate --merge`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::moto::{ACCOUNT, CONSUMER, Enc, Moto, create_ami, create_key, create_mrk, json, run};
+
+const PATH: &str = "/images/golden";
+const ASG_ROLE: &str = "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling";
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn asg_arn() -> String {
+    format!("arn:aws:iam::{CONSUMER}:{ASG_ROLE}")
+}
+
+/// The amikey CLI with credentials of an assumed-role session in the consumer account (moto
+/// maps the session's access key to that account).
+fn as_consumer(m: &Moto) -> Command {
+    let creds = block_on(async {
+        let conf = aws_sdk_sts::config::Builder::new()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&m.endpoint)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        let sts = aws_sdk_sts::Client::from_conf(conf);
+        let out = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{CONSUMER}:role/consumer-admin"))
+            .role_session_name("amikey-consumer-test")
+            .send()
+            .await
+            .unwrap();
+        out.credentials().unwrap().clone()
+    });
+    let mut c = m.amikey();
+    c.env("AWS_ACCESS_KEY_ID", creds.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
+        .env("AWS_SESSION_TOKEN", creds.session_token());
+    c
+}
+
+fn count(m: &Moto, op: &str) -> usize {
+    m.calls().iter().filter(|c| c["operation"] == op).count()
+}
+
+/// Producer grants on `key` (ListGrants as the key owner).
+fn grants_on(m: &Moto, region: &str, key: &str) -> Vec<Value> {
+    block_on(async {
+        let aws = m.aws(None).await;
+        let out = aws.kms(region).list_grants().key_id(key).send().await.unwrap();
+        out.grants()
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.name(),
+                    "grantee": g.grantee_principal(),
+                    "operations": g.operations().iter().map(|o| o.as_str().to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// Puts `<PATH>/kms_key_arn` in the consumer account in `region` (as `publish_accounts` does).
+fn publish_in_consumer(m: &Moto, region: &str, key: &str) {
+    block_on(async {
+        let aws = m.aws(Some(CONSUMER)).await;
+        aws.ssm(region)
+            .put_parameter()
+            .name(format!("{PATH}/kms_key_arn"))
+            .value(key)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+/// Keys (alias/images) in three regions; the mapping published in the consumer account in two.
+fn seed_keys(m: &Moto) -> BTreeMap<String, String> {
+    let keys = block_on(async {
+        let aws = m.aws(None).await;
+        let mut keys = BTreeMap::new();
+        for r in ["eu-west-1", "us-east-1", "us-west-2"] {
+            keys.insert(r.to_string(), create_key(&aws, r, "alias/images").await);
+        }
+        keys
+    });
+    publish_in_consumer(m, "eu-west-1", &keys["eu-west-1"]);
+    publish_in_consumer(m, "us-east-1", &keys["us-east-1"]);
+    keys
+}
+
+#[test]
+fn grant_from_published_path_makes_one_grant_per_region_and_a_rerun_changes_nothing() {
+    let m = Moto::take();
+    let keys = seed_keys(&m);
+
+    let (code, out, err) =
+        run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--dry-run", "--format", "json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(count(&m, "CreateGrant"), 0, "--dry-run writes nothing");
+    let plan = json(&out);
+    assert_eq!(plan["actions"].as_array().unwrap().len(), 2, "{out}");
+    assert!(plan["actions"].as_array().unwrap().iter().all(|a| a["outcome"] == "planned"));
+
+    m.clear_calls();
+    let (code, out, err) = run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--format", "json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = json(&out);
+    assert_eq!(r["account"], CONSUMER);
+    let regions: Vec<&str> =
+        r["keys"].as_array().unwrap().iter().map(|k| k["region"].as_str().unwrap()).collect();
+    assert_eq!(regions, ["eu-west-1", "us-east-1"], "only where the parameter exists");
+    assert_eq!(count(&m, "CreateGrant"), 2);
+    assert!(
+        m.calls().iter().filter(|c| c["operation"] == "GetParameter").count() > 3,
+        "every region is asked by default"
+    );
+    for region in ["eu-west-1", "us-east-1"] {
+        let g = grants_on(&m, region, &keys[region]);
+        assert_eq!(g.len(), 1, "{region}: {g:?}");
+        assert_eq!(g[0]["grantee"], asg_arn().as_str());
+        assert!(g[0]["name"].as_str().unwrap().starts_with("amikey-autoscaling-"));
+        assert_eq!(
+            g[0]["operations"].as_array().unwrap().len(),
+            8,
+            "the operations AWS documents for the Auto Scaling role"
+        );
+    }
+    assert!(grants_on(&m, "us-west-2", &keys["us-west-2"]).is_empty(), "not published there");
+
+    m.clear_calls();
+    let (code, out, err) = run(as_consumer(&m).args(["grant", "--ssm-path", PATH]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(count(&m, "CreateGrant"), 0, "a re-run makes no CreateGrant call:\n{out}");
+    assert!(out.contains("0 changed, 2 already in place"), "{out}");
+    for region in ["eu-west-1", "us-east-1"] {
+        assert_eq!(grants_on(&m, region, &keys[region]).len(), 1);
+    }
+
+    // A second grantee in one region only: exactly one more grant.
+    m.clear_calls();
+    let (code, out, err) = run(as_consumer(&m).args([
+        "grant",
+        "--ssm-path",
+        PATH,
+        "--region",
+        "eu-west-1",
+        "--service",
+        "autoscaling",
+        "--service",
+        "spot",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(count(&m, "CreateGrant"), 1, "{out}");
+    assert_eq!(grants_on(&m, "eu-west-1", &keys["eu-west-1"]).len(), 2);
+}
+
+#[test]
+fn multi_region_key_gets_a_grant_per_replica() {
+    let m = Moto::take();
+    let arns = block_on(async {
+        let aws = m.aws(None).await;
+        create_mrk(&aws, "us-east-1", &["eu-west-1", "us-west-2"]).await
+    });
+    let (code, out, err) =
+        run(as_consumer(&m).args(["grant", "--key-arn", &arns["us-east-1"], "--format", "json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(count(&m, "CreateGrant"), 3, "{out}");
+    let mut names = std::collections::BTreeSet::new();
+    for (region, arn) in &arns {
+        let g = grants_on(&m, region, arn);
+        assert_eq!(g.len(), 1, "{region}: {g:?}");
+        names.insert(g[0]["name"].as_str().unwrap().to_string());
+    }
+    assert_eq!(names.len(), 3, "each replica's grant has its own name");
+
+    m.clear_calls();
+    let (code, out, _) = run(as_consumer(&m).args(["grant", "--key-arn", &arns["eu-west-1"]]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&m, "CreateGrant"), 0, "any replica's ARN names the same set:\n{out}");
+}
+
+#[test]
+fn retire_stale_retires_grants_on_keys_no_longer_published() {
+    let m = Moto::take();
+    let keys = seed_keys(&m);
+    let (code, out, _) = run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--region", "eu-west-1"]));
+    assert_eq!(code, 0, "{out}");
+    // The producer rotates to a new key in eu-west-1.
+    let new_key = block_on(async { create_key(&m.aws(None).await, "eu-west-1", "alias/images-v2").await });
+    publish_in_consumer(&m, "eu-west-1", &new_key);
+
+    let (code, out, _) = run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--region", "eu-west-1"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pass --retire-stale"), "the old grant is kept and reported:\n{out}");
+    assert_eq!(grants_on(&m, "eu-west-1", &keys["eu-west-1"]).len(), 1);
+
+    m.clear_calls();
+    let (code, out, _) =
+        run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--region", "eu-west-1", "--retire-stale"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&m, "RetireGrant"), 1, "{out}");
+    assert!(grants_on(&m, "eu-west-1", &keys["eu-west-1"]).is_empty(), "{out}");
+    assert_eq!(grants_on(&m, "eu-west-1", &new_key).len(), 1);
+}
+
+#[test]
+fn doctor_names_the_missing_grant_and_passes_after_grant() {
+    let m = Moto::take();
+    let (key, ami) = block_on(async {
+        let aws = m.aws(None).await;
+        let key = create_key(&aws, "eu-west-1", "alias/images").await;
+        let (ami, _) = create_ami(&aws, "eu-west-1", &[("/dev/xvda", Enc::Key(key.clone()))]).await;
+        aws.ec2("eu-west-1")
+            .modify_image_attribute()
+            .image_id(&ami)
+            .launch_permission(
+                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                    .add(aws_sdk_ec2::types::LaunchPermission::builder().user_id(CONSUMER).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        (key, ami)
+    });
+    publish_in_consumer(&m, "eu-west-1", &key);
+    let target = format!("eu-west-1:{ami}");
+
+    let (code, out, err) = run(as_consumer(&m).args(["doctor", "--ami", &target, "--ssm-path", PATH]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("✘ Grant for autoscaling on the key"), "{out}");
+    assert!(out.contains(&format!("fix: amikey grant --key-arn {key} --service autoscaling")), "{out}");
+    assert!(out.contains("likely cause of Client.InternalError"), "{out}");
+    assert!(out.contains("✔ AMI shared with this account"), "{out}");
+    assert_eq!(count(&m, "CreateGrant"), 0, "doctor is read-only");
+
+    let (code, out, err) = run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--region", "eu-west-1"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let (code, out, err) =
+        run(as_consumer(&m).args(["doctor", "--ami", &target, "--ssm-path", PATH, "--format", "json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r = json(&out);
+    let statuses: Vec<(String, String)> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(statuses.iter().all(|(_, s)| s != "fail"), "{statuses:?}");
+    assert!(statuses.contains(&(format!("grant:autoscaling:{key}"), "pass".into())), "{statuses:?}");
+    assert!(statuses.contains(&("slr.exists:autoscaling".into(), "pass".into())), "{statuses:?}");
+    assert!(r["likely_cause"].is_null());
+}
+
+#[test]
+fn doctor_flags_a_launch_template_that_re_encrypts_with_another_key() {
+    let m = Moto::take();
+    let (key, ami) = block_on(async {
+        let aws = m.aws(None).await;
+        let key = create_key(&aws, "eu-west-1", "alias/images").await;
+        let (ami, snaps) = create_ami(&aws, "eu-west-1", &[("/dev/xvda", Enc::Key(key.clone()))]).await;
+        let ec2 = aws.ec2("eu-west-1");
+        ec2.modify_image_attribute()
+            .image_id(&ami)
+            .launch_permission(
+                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                    .add(aws_sdk_ec2::types::LaunchPermission::builder().user_id(CONSUMER).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(&snaps[0])
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .create_volume_permission(
+                aws_sdk_ec2::types::CreateVolumePermissionModifications::builder()
+                    .add(aws_sdk_ec2::types::CreateVolumePermission::builder().user_id(CONSUMER).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        (key, ami)
+    });
+    let (other, lt) = block_on(async {
+        let consumer = m.aws(Some(CONSUMER)).await;
+        let other = create_key(&consumer, "eu-west-1", "alias/consumer-ebs").await;
+        let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .image_id(&ami)
+            .block_device_mappings(
+                aws_sdk_ec2::types::LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        aws_sdk_ec2::types::LaunchTemplateEbsBlockDeviceRequest::builder()
+                            .encrypted(true)
+                            .kms_key_id(&other)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let out = consumer
+            .ec2("eu-west-1")
+            .create_launch_template()
+            .launch_template_name("web")
+            .launch_template_data(data)
+            .send()
+            .await
+            .unwrap();
+        (other, out.launch_template().unwrap().launch_template_id().unwrap().to_string())
+    });
+    // The AMI's snapshots are visible, so no published key is needed.
+    let (code, out, err) =
+        run(as_consumer(&m).args(["grant", "--ami", &format!("eu-west-1:{ami}"), "--format", "json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(json(&out)["keys"][0]["key_arn"], key.as_str());
+
+    let (code, out, err) = run(as_consumer(&m).args([
+        "doctor",
+        "--ami",
+        &format!("eu-west-1:{ami}"),
+        "--asg",
+        "web-asg",
+        "--launch-template",
+        &lt,
+    ]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains(&format!("re-encrypts /dev/xvda with {other}")), "{out}");
+    assert!(out.contains(&format!("fix: amikey grant --key-arn {other} --service autoscaling")), "{out}");
+    assert!(out.contains("(ASG web-asg)"), "{out}");
+}
+
+const RESTRICTIVE: &str = r#"{"Version":"2012-10-17","Id":"restrictive","Statement":[
+ {"Sid":"Owner","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"},
+ {"Sid":"ConsumerCryptoOnly","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},
+  "Action":["kms:Decrypt","kms:DescribeKey","kms:ReEncrypt*","kms:GenerateDataKey*"],"Resource":"*"}]}"#;
+
+#[test]
+fn policy_check_finds_the_missing_grant_permission_and_merge_fixes_it() {
+    let m = Moto::take();
+    let key = block_on(async {
+        let aws = m.aws(None).await;
+        let key = create_key(&aws, "eu-west-1", "alias/images").await;
+        aws.kms("eu-west-1")
+            .put_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .policy(RESTRICTIVE)
+            .send()
+            .await
+            .unwrap();
+        key
+    });
+    let (code, out, err) = run(m.amikey().args([
+        "policy",
+        "check",
+        "--key",
+        &key,
+        "--consumer-account",
+        CONSUMER,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let codes: Vec<String> = json(&out)["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect();
+    assert!(codes.contains(&"CONSUMER_CANNOT_CREATE_GRANT".to_string()), "{codes:?}");
+
+    let (code, merged, err) = run(m.amikey().args([
+        "policy",
+        "generate",
+        "--consumer-account",
+        CONSUMER,
+        "--key",
+        "alias/images",
+        "--region",
+        "eu-west-1",
+        "--merge",
+    ]));
+    assert_eq!(code, 0, "{merged}\n{err}");
+    let doc = json(&merged);
+    let sids: Vec<&str> =
+        doc["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect();
+    assert_eq!(sids, ["Owner", "ConsumerCryptoOnly", "AmikeyConsumerCrypto", "AmikeyConsumerGrants"]);
+    block_on(async {
+        let aws = m.aws(None).await;
+        aws.kms("eu-west-1")
+            .put_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .policy(&merged)
+            .send()
+            .await
+            .unwrap();
+    });
+    let (code, out, err) =
+        run(m.amikey().args(["policy", "check", "--key", &key, "--consumer-account", CONSUMER]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("✔"), "{out}");
+    let _ = ACCOUNT;
+}
