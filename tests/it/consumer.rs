@@ -428,3 +428,160 @@ fn policy_check_finds_the_missing_grant_permission_and_merge_fixes_it() {
     assert!(out.starts_with("✔"), "{out}");
     let _ = ACCOUNT;
 }
+
+/// A loopback stand-in for KMS and STS, for what moto cannot produce (it never enforces key
+/// policies, nor checks that a grantee exists): DescribeKey and ListGrants answer normally,
+/// CreateGrant fails with `error_type`, STS GetCallerIdentity names the consumer account.
+mod stub {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    pub const KEY: &str = "arn:aws:kms:eu-west-1:444455556666:key/12ee9c11-3476-492c-b5cc-ed4a4d636337";
+
+    fn answer(target: &str, body: &str, error_type: &str) -> (u16, &'static str, String) {
+        let json = "application/x-amz-json-1.1";
+        match target.rsplit('.').next().unwrap_or_default() {
+            "DescribeKey" => (
+                200,
+                json,
+                format!(
+                    r#"{{"KeyMetadata":{{"KeyId":"12ee9c11-3476-492c-b5cc-ed4a4d636337","Arn":"{KEY}","AWSAccountId":"444455556666","KeyManager":"CUSTOMER","KeyState":"Enabled","Enabled":true,"MultiRegion":false}}}}"#
+                ),
+            ),
+            "ListGrants" => (200, json, r#"{"Grants":[],"Truncated":false}"#.into()),
+            "CreateGrant" => (
+                400,
+                json,
+                format!(
+                    r#"{{"__type":"{error_type}","message":"refused by the stub ({error_type}) for kms:CreateGrant on {KEY}"}}"#
+                ),
+            ),
+            _ if body.contains("Action=GetCallerIdentity") => (
+                200,
+                "text/xml",
+                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult>\
+                 <Arn>arn:aws:sts::111122223333:assumed-role/admin/s</Arn><UserId>AROAEXAMPLE:s</UserId>\
+                 <Account>111122223333</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>r</RequestId>\
+                 </ResponseMetadata></GetCallerIdentityResponse>"
+                    .into(),
+            ),
+            _ => (400, json, format!(r#"{{"__type":"UnknownOperationException","message":"stub: {target}"}}"#)),
+        }
+    }
+
+    /// Starts the stub on a free port; returns its URL. The thread lives as long as the test
+    /// binary.
+    pub fn start(error_type: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let (mut len, mut target) = (0usize, String::new());
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                match k.to_ascii_lowercase().as_str() {
+                                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                                    "x-amz-target" => target = v.trim().to_string(),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let (status, ctype, text) =
+                            answer(&target, &String::from_utf8_lossy(&body), error_type);
+                        let resp = format!(
+                            "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nx-amzn-RequestId: stub\r\n\r\n{text}",
+                            if status == 200 { "OK" } else { "Bad Request" },
+                            text.len()
+                        );
+                        if conn.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    pub fn amikey(url: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_amikey"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::temp_dir())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", url);
+        c
+    }
+}
+
+#[test]
+fn access_denied_on_create_grant_names_the_missing_key_policy_permission() {
+    let url = stub::start("AccessDeniedException");
+    let (code, out, err) = run(stub::amikey(&url).args(["grant", "--key-arn", stub::KEY]));
+    assert_eq!(code, 1, "something missing that amikey cannot fix:\n{out}\n{err}");
+    assert!(out.contains("✘ ACCESS_DENIED in eu-west-1"), "{out}");
+    assert!(out.contains("kms:CreateGrant without a `kms:GrantIsForAWSResource` condition"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "fix: amikey policy generate --consumer-account 111122223333 --key {} --merge",
+            stub::KEY
+        )),
+        "{out}"
+    );
+    assert!(out.contains("FAILED to create amikey-autoscaling-"), "{out}");
+
+    let (code, out, _) = run(stub::amikey(&url).args(["grant", "--key-arn", stub::KEY, "--format", "json"]));
+    assert_eq!(code, 1);
+    let r = json(&out);
+    assert_eq!(r["problems"][0]["code"], "ACCESS_DENIED");
+    assert_eq!(r["actions"][0]["outcome"], "failed");
+}
+
+#[test]
+fn missing_service_linked_role_says_how_to_create_it() {
+    let url = stub::start("InvalidArnException");
+    let (code, out, err) = run(stub::amikey(&url).args([
+        "grant",
+        "--key-arn",
+        stub::KEY,
+        "--service",
+        "AWSServiceRoleForAutoScaling_prod",
+    ]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("✘ SERVICE_LINKED_ROLE_MISSING"), "{out}");
+    assert!(out.contains("AWSServiceRoleForAutoScaling_prod"), "{out}");
+    assert!(
+        out.contains(
+            "fix: aws iam create-service-linked-role --aws-service-name autoscaling.amazonaws.com --custom-suffix prod"
+        ),
+        "{out}"
+    );
+
+    let (code, _, err) =
+        run(stub::amikey(&url).args(["grant", "--key-arn", stub::KEY, "--create-service-linked-role"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("needs the IAM API") && err.contains("aws iam create-service-linked-role"), "{err}");
+}
