@@ -585,3 +585,49 @@ fn missing_service_linked_role_says_how_to_create_it() {
     assert_eq!(code, 2);
     assert!(err.contains("needs the IAM API") && err.contains("aws iam create-service-linked-role"), "{err}");
 }
+
+/// `publish` checks the intended key's policy for `ami_users`: a warning by default, a finding
+/// that stops the publish with `check_key_policy = "fail"`.
+#[test]
+fn publish_checks_the_key_policy_for_ami_users() {
+    let m = Moto::take();
+    let (key, ami) = block_on(async {
+        let aws = m.aws(None).await;
+        let key = create_key(&aws, "eu-west-1", "alias/images").await;
+        aws.kms("eu-west-1")
+            .put_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .policy(RESTRICTIVE)
+            .send()
+            .await
+            .unwrap();
+        let (ami, _) = create_ami(&aws, "eu-west-1", &[("/dev/xvda", Enc::Key(key.clone()))]).await;
+        (key, ami)
+    });
+    let artifact = format!("eu-west-1:{ami}");
+    let base = ["publish", "--artifact", &artifact, "--kms-key-id", "alias/images", "--ami-user", CONSUMER];
+
+    let cfg = m.dir.path().join("fail.hcl");
+    std::fs::write(&cfg, "check_key_policy = \"fail\"\n").unwrap();
+    let (code, out, err) = run(m.amikey().args(base).args(["--format", "json", "--config"]).arg(&cfg));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let r = json(&out);
+    let f = &r["regions"][0]["findings"];
+    assert!(f.as_array().unwrap().iter().all(|x| x["code"] == "KEY_POLICY_DENIES_CONSUMER"), "{f}");
+    assert!(f[0]["message"].as_str().unwrap().contains("CONSUMER_CANNOT_CREATE_GRANT"), "{f}");
+    assert_eq!(count(&m, "ModifyImageAttribute"), 0, "fail: nothing shared");
+
+    let (code, out, err) = run(m.amikey().args(base).args(["--format", "json"]));
+    assert_eq!(code, 0, "warn (the default) does not stop the publish:\n{out}\n{err}");
+    let r = json(&out);
+    let warnings: Vec<&str> = r["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&key) && w.contains(CONSUMER) && w.contains("CONSUMER_CANNOT_CREATE_GRANT")),
+        "{warnings:?}"
+    );
+    assert_eq!(count(&m, "ModifyImageAttribute"), 1);
+    assert!(count(&m, "GetKeyPolicy") >= 2);
+}
