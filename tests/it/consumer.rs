@@ -96,6 +96,21 @@ fn publish_in_consumer(m: &Moto, region: &str, key: &str) {
     });
 }
 
+/// Gives the consumer launch permission on `ami` (as the producer).
+async fn share_ami(aws: &amikey::aws::Aws, region: &str, ami: &str) {
+    aws.ec2(region)
+        .modify_image_attribute()
+        .image_id(ami)
+        .launch_permission(
+            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                .add(aws_sdk_ec2::types::LaunchPermission::builder().user_id(CONSUMER).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Keys (alias/images) in three regions; the mapping published in the consumer account in two.
 fn seed_keys(m: &Moto) -> BTreeMap<String, String> {
     let keys = block_on(async {
@@ -233,17 +248,7 @@ fn doctor_names_the_missing_grant_and_passes_after_grant() {
         let aws = m.aws(None).await;
         let key = create_key(&aws, "eu-west-1", "alias/images").await;
         let (ami, _) = create_ami(&aws, "eu-west-1", &[("/dev/xvda", Enc::Key(key.clone()))]).await;
-        aws.ec2("eu-west-1")
-            .modify_image_attribute()
-            .image_id(&ami)
-            .launch_permission(
-                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
-                    .add(aws_sdk_ec2::types::LaunchPermission::builder().user_id(CONSUMER).build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        share_ami(&aws, "eu-west-1", &ami).await;
         (key, ami)
     });
     publish_in_consumer(&m, "eu-west-1", &key);
@@ -284,16 +289,7 @@ fn doctor_flags_a_launch_template_that_re_encrypts_with_another_key() {
         let key = create_key(&aws, "eu-west-1", "alias/images").await;
         let (ami, snaps) = create_ami(&aws, "eu-west-1", &[("/dev/xvda", Enc::Key(key.clone()))]).await;
         let ec2 = aws.ec2("eu-west-1");
-        ec2.modify_image_attribute()
-            .image_id(&ami)
-            .launch_permission(
-                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
-                    .add(aws_sdk_ec2::types::LaunchPermission::builder().user_id(CONSUMER).build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        share_ami(&aws, "eu-west-1", &ami).await;
         ec2.modify_snapshot_attribute()
             .snapshot_id(&snaps[0])
             .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
@@ -630,4 +626,60 @@ fn publish_checks_the_key_policy_for_ami_users() {
     );
     assert_eq!(count(&m, "ModifyImageAttribute"), 1);
     assert!(count(&m, "GetKeyPolicy") >= 2);
+}
+
+/// docs/iam-consumer-policy.json (in README) allows exactly the calls `grant` and `doctor` make.
+#[test]
+fn documented_consumer_iam_policy_covers_every_call_made() {
+    let m = Moto::take();
+    let keys = seed_keys(&m);
+    let ami = block_on(async {
+        let aws = m.aws(None).await;
+        let (ami, _) =
+            create_ami(&aws, "eu-west-1", &[("/dev/xvda", Enc::Key(keys["eu-west-1"].clone()))]).await;
+        share_ami(&aws, "eu-west-1", &ami).await;
+        ami
+    });
+    let lt = block_on(async {
+        let consumer = m.aws(Some(CONSUMER)).await;
+        let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id(&ami).build();
+        let out = consumer
+            .ec2("eu-west-1")
+            .create_launch_template()
+            .launch_template_name("web")
+            .launch_template_data(data)
+            .send()
+            .await
+            .unwrap();
+        out.launch_template().unwrap().launch_template_id().unwrap().to_string()
+    });
+    m.clear_calls();
+    let new_key = block_on(async { create_key(&m.aws(None).await, "eu-west-1", "alias/v2").await });
+    assert_eq!(run(as_consumer(&m).args(["grant", "--ssm-path", PATH])).0, 0);
+    publish_in_consumer(&m, "eu-west-1", &new_key);
+    assert_eq!(run(as_consumer(&m).args(["grant", "--ssm-path", PATH, "--retire-stale"])).0, 0);
+    let target = format!("eu-west-1:{ami}");
+    let _ =
+        run(as_consumer(&m).args(["doctor", "--ami", &target, "--ssm-path", PATH, "--launch-template", &lt]));
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::moto::repo_path("docs/iam-consumer-policy.json")).unwrap(),
+    )
+    .unwrap();
+    let allowed: std::collections::BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_lowercase()))
+        .collect();
+    let used: std::collections::BTreeSet<String> = m
+        .calls()
+        .iter()
+        .map(|c| {
+            format!("{}:{}", c["service"].as_str().unwrap(), c["operation"].as_str().unwrap()).to_lowercase()
+        })
+        .collect();
+    let missing: Vec<_> = used.difference(&allowed).collect();
+    assert!(missing.is_empty(), "calls not in docs/iam-consumer-policy.json: {missing:?}");
+    let unused: Vec<_> = allowed.difference(&used).collect();
+    assert!(unused.is_empty(), "policy grants actions amikey grant/doctor never call: {unused:?}");
 }
