@@ -31,7 +31,13 @@ pub enum ConsumerError {
     Input(String),
     /// An AWS call failed in a way no report can explain; nothing was written.
     #[error("{0}")]
-    Aws(#[from] AwsError),
+    Aws(Box<AwsError>),
+}
+
+impl From<AwsError> for ConsumerError {
+    fn from(e: AwsError) -> ConsumerError {
+        ConsumerError::Aws(Box::new(e))
+    }
 }
 
 /// The SSM parameter holding the published key ARN under `path` (a path or a shared
@@ -637,9 +643,11 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
             let todo: Vec<usize> = outcomes
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| match (&o.action, wave) {
-                    (GrantAction::Create { .. }, 0) | (GrantAction::Retire { .. }, 1) => true,
-                    _ => false,
+                .filter(|(_, o)| {
+                    matches!(
+                        (&o.action, wave),
+                        (GrantAction::Create { .. }, 0) | (GrantAction::Retire { .. }, 1)
+                    )
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -770,11 +778,11 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     let account = aws.account_id().await?;
 
     let mut published = req.key_arn.clone();
-    if published.is_none() {
-        if let Some(p) = &req.ssm_path {
-            let (_, found) = published_keys(&aws, p, std::slice::from_ref(&region)).await?;
-            published = found.get(&region).cloned();
-        }
+    if published.is_none()
+        && let Some(p) = &req.ssm_path
+    {
+        let (_, found) = published_keys(&aws, p, std::slice::from_ref(&region)).await?;
+        published = found.get(&region).cloned();
     }
     let seen = kms_side::describe_image(&aws, &region, &ami).await?;
     let ids: Vec<String> = seen.mappings.iter().map(|(_, s, _)| s.clone()).collect();
@@ -857,12 +865,10 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
             join_all(grant_keys.iter().map(|k| kms_side::list_grants(&aws, region_of(k), k, &role_arn)))
                 .await;
         let mut found = Vec::new();
-        for l in listed {
-            // A key whose grants cannot be listed shows up as "no grant" (with the key check
-            // naming the policy problem).
-            if let Ok(v) = l {
-                found.extend(v);
-            }
+        // A key whose grants cannot be listed shows up as "no grant" (with the key check
+        // naming the policy problem).
+        for v in listed.into_iter().flatten() {
+            found.extend(v);
         }
         service_roles.push(doctor::ServiceRoleFacts {
             grantee: g.clone(),

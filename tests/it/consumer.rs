@@ -683,3 +683,49 @@ fn documented_consumer_iam_policy_covers_every_call_made() {
     let unused: Vec<_> = allowed.difference(&used).collect();
     assert!(unused.is_empty(), "policy grants actions amikey grant/doctor never call: {unused:?}");
 }
+
+/// Help teaches (examples, exit codes); bad input is a clear error (exit 2) before any call.
+#[test]
+fn consumer_help_and_bad_input() {
+    let amikey = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amikey"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            // Nothing listens here: a call would fail as an AWS error, not as bad input.
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+        c
+    };
+    for (cmd, needles) in [
+        (vec!["grant", "--help"], vec!["Exit codes", "--ssm-path", "amikey grant --ssm-path /images/golden"]),
+        (vec!["doctor", "--help"], vec!["Exit codes", "--launch-template", "Client.InternalError"]),
+        (vec!["policy", "generate", "--help"], vec!["--merge", "--identity-policy", "put-key-policy"]),
+        (vec!["policy", "check", "--help"], vec!["CONSUMER_CANNOT_CREATE_GRANT", "Exit codes"]),
+    ] {
+        let (code, out, _) = run(amikey().args(&cmd));
+        assert_eq!(code, 0, "{cmd:?}");
+        for n in needles {
+            assert!(out.contains(n), "{cmd:?} help lacks {n:?}:\n{out}");
+        }
+    }
+    for (cmd, needle) in [
+        (vec!["grant"], "which keys?"),
+        (vec!["grant", "--key-arn", "alias/images"], "not a key ARN"),
+        (vec!["grant", "--ssm-path", "images"], "absolute parameter path"),
+        (vec!["grant", "--ssm-path", "/x", "--service", "lambda"], "unknown service"),
+        (vec!["grant", "--ssm-path", "/x", "--region", "mars-1"], "unknown region"),
+        (vec!["grant", "--ssm-path", "/x", "--service", "ecs-autoscaling"], "needs no grant"),
+        (vec!["doctor", "--ami", "eu-west-1:ami-12345678", "--asg", "web"], "--launch-template"),
+        (vec!["doctor", "--ami", "nowhere"], "--ami"),
+        (vec!["policy", "generate"], "--consumer-account"),
+        (vec!["policy", "generate", "--consumer-account", "12"], "12-digit"),
+        (vec!["policy", "check", "--key", "alias/x", "--consumer-account", CONSUMER], "--region"),
+    ] {
+        let (code, out, err) = run(amikey().args(&cmd));
+        assert_eq!(code, 2, "{cmd:?}: {out}{err}");
+        assert!(err.contains(needle), "{cmd:?}: {err}");
+        assert!(!err.contains("127.0.0.1:9"), "{cmd:?} called AWS: {err}");
+    }
+}
