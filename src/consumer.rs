@@ -817,7 +817,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     let mut key_arns: BTreeSet<String> = snaps.values().filter_map(|(_, k)| k.clone()).collect();
     key_arns.extend(published.clone());
     key_arns.extend(overrides.iter().filter_map(|o| o.kms_key_id.clone()).filter(|k| is_key_arn(k)));
-    let described = join_all(key_arns.iter().map(|k| kms_side::describe_key(&aws, &region, k))).await;
+    let described = join_all(key_arns.iter().map(|k| kms_side::describe_key(&aws, region_of(k), k))).await;
     let mut keys = BTreeMap::new();
     for (k, d) in key_arns.iter().zip(described) {
         let v = match d {
