@@ -214,6 +214,7 @@ pub async fn run_with(
         report.errors = region_errors(intent, &failed);
         return Ok(report);
     }
+    key_policy_check(aws, intent, &mut report).await?;
     if !report.findings().is_empty() {
         progress.say("Findings: nothing shared, nothing published");
         report.errors = region_errors(intent, &failed);
@@ -332,6 +333,53 @@ pub async fn run_with(
         c.get(&Status::Unchanged).copied().unwrap_or(0)
     ));
     Ok(report)
+}
+
+/// `check_key_policy` (publish only): GetKeyPolicy of each clean region's intended key, evaluated
+/// for `ami_users` ∪ `publish_accounts` by [`crate::core::policy::publish_check`]; `warn` adds
+/// report warnings, `fail` adds `KEY_POLICY_DENIES_CONSUMER` findings (so nothing is written).
+async fn key_policy_check(aws: &Aws, intent: &Intent, report: &mut Report) -> Result<(), EngineError> {
+    use crate::core::config::PolicyCheck;
+    if intent.check_key_policy == PolicyCheck::Off {
+        return Ok(());
+    }
+    let fail = intent.check_key_policy == PolicyCheck::Fail;
+    let accounts: Vec<String> = intent
+        .launch_users
+        .iter()
+        .chain(&intent.publish_accounts)
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let targets: Vec<(usize, String, String)> = report
+        .regions
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.findings.is_empty())
+        .filter_map(|(i, r)| r.intended_kms_key_arn.clone().map(|k| (i, r.region.clone(), k)))
+        .collect();
+    let policies =
+        join_all(targets.iter().map(|(_, region, k)| crate::aws::consumer::get_key_policy(aws, region, k)))
+            .await;
+    for ((i, region, key), p) in targets.into_iter().zip(policies) {
+        match p {
+            Ok(text) => {
+                let ami = report.regions[i].ami_id.clone();
+                let (w, f) = crate::core::policy::publish_check(&region, &ami, &key, &text, &accounts, fail);
+                report.warnings.extend(w);
+                report.regions[i].findings.extend(f);
+            }
+            Err(e) if !fail => report.warnings.push(format!(
+                "{region}: cannot check the key policy of {key} for the consumer accounts ({e}); set check_key_policy = \"off\" to skip"
+            )),
+            Err(e) => return Err(EngineError::Gather(vec![e])),
+        }
+    }
+    Ok(())
 }
 
 /// The result of `preflight`.

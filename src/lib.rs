@@ -4,6 +4,7 @@
 //! - [`core`]: the pure decide-core (configuration, artifact ids, facts, verification, planning,
 //!   reports). No AWS, no I/O.
 //! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
+//! - [`consumer`]: the consumer side (grant, doctor, policy): gathers, runs the core, applies grants.
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
 //! - [`cli`]: the `amikey` command line.
@@ -12,6 +13,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod consumer;
 pub mod core;
 pub mod datasource;
 pub mod engine;

@@ -357,6 +357,10 @@ impl AmikeyPostProcessor {
                 }
             };
         }
+        // check_key_policy = "warn": consumers that the key policy would stop, said but not failed.
+        for w in &report.warnings {
+            let _ = ctx.ui.message(&format!("amikey warning: {w}")).await;
+        }
         let _ = ctx.ui.say(&format!("amikey: {}", report.summary())).await;
         Ok(success_artifact(builder_id, id, &report))
     }

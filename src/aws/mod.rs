@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod audit;
 pub mod clients;
+pub mod consumer;
 pub mod error;
 pub mod gather;
 

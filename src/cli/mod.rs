@@ -3,8 +3,11 @@
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
 pub mod audit;
+pub mod doctor;
+pub mod grant;
 pub mod lint;
 pub mod output;
+pub mod policy;
 pub mod preflight;
 
 use std::path::PathBuf;
@@ -71,6 +74,12 @@ makes no write call. Permissions are only added unless --prune."
     /// Scan every owned AMI in every region for unencrypted, AWS-managed-key, broken-key and
     /// unlaunchable shared images (read-only).
     Audit(audit::AuditArgs),
+    /// Consumer side: KMS grants for service-linked roles on the published keys (one per key × region × grantee).
+    Grant(grant::GrantArgs),
+    /// Consumer side: walk the launch chain of a shared encrypted AMI, ✔/✘ with the fix for each ✘.
+    Doctor(doctor::DoctorArgs),
+    /// Key policies for consumers: generate the statements, merge them, check a key's policy.
+    Policy(policy::PolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +311,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
             run_engine(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
         }
+        Command::Grant(a) => grant::run(a).await,
+        Command::Doctor(a) => doctor::run(a).await,
+        Command::Policy(a) => policy::run(a).await,
     }
 }
 

@@ -88,8 +88,9 @@ pub struct ServiceRoleFacts {
     pub grantee: Grantee,
     /// Its ARN in the consumer account.
     pub role_arn: String,
-    /// Whether `iam:GetRole` found it.
-    pub exists: bool,
+    /// Whether it exists: `Some(true)` when a grant names it (or IAM was read), `Some(false)` when
+    /// KMS rejected it as a grantee, `None` when unknown (amikey does not call IAM).
+    pub exists: Option<bool>,
     /// Its grants on the keys involved (`ListGrants` filtered by grantee).
     pub grants: Vec<ExistingGrant>,
 }
@@ -557,29 +558,41 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
             }
             Grantee::Role { .. } => None,
         };
-        if role.exists {
-            checks.push(check(
+        match role.exists {
+            Some(true) => checks.push(check(
                 format!("slr.exists:{label}"),
                 format!("Service-linked role {label}"),
                 Status::Pass,
-                format!("{} exists", role.role_arn),
+                format!("{} exists (a grant names it)", role.role_arn),
                 None,
-            ));
-        } else {
-            checks.push(check(
+            )),
+            Some(false) => {
+                checks.push(check(
+                    format!("slr.exists:{label}"),
+                    format!("Service-linked role {label}"),
+                    Status::Fail,
+                    format!("{} does not exist yet, so no grant can name it", role.role_arn),
+                    create.clone(),
+                ));
+                causes.push((
+                    2,
+                    format!(
+                        "the service-linked role {} does not exist yet, so it has no grant on the key",
+                        role.role_arn
+                    ),
+                ));
+            }
+            None => checks.push(check(
                 format!("slr.exists:{label}"),
                 format!("Service-linked role {label}"),
-                Status::Fail,
-                format!("{} does not exist yet, so no grant can name it", role.role_arn),
-                create,
-            ));
-            causes.push((
-                2,
+                Status::Skip,
                 format!(
-                    "the service-linked role {} does not exist yet, so it has no grant on the key",
-                    role.role_arn
+                    "{} not verified (amikey does not call IAM); if `amikey grant` reports it missing, create it{}",
+                    role.role_arn,
+                    create.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
                 ),
-            ));
+                None,
+            )),
         }
         for k in &keys {
             if manager(k) == Some(KeyManager::Aws) {
@@ -587,7 +600,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
             }
             let id = format!("grant:{label}:{k}");
             let title = format!("Grant for {label} on the key");
-            if !role.exists {
+            if role.exists == Some(false) {
                 checks.push(check(id, title, Status::Skip, "create the service-linked role first", None));
                 continue;
             }
@@ -786,7 +799,7 @@ mod tests {
             service_roles: vec![ServiceRoleFacts {
                 grantee: asg(),
                 role_arn: asg_arn(),
-                exists: true,
+                exists: Some(true),
                 grants: vec![grant(KEY, OPS)],
             }],
             launch_target: None,
@@ -905,7 +918,7 @@ mod tests {
         f.service_roles[0] = ServiceRoleFacts {
             grantee: Grantee::Service { service: "autoscaling".into(), suffix: Some("prod".into()) },
             role_arn: format!("{}_prod", asg_arn()),
-            exists: false,
+            exists: Some(false),
             grants: vec![],
         };
         let r = diagnose(&f, NOW);
@@ -917,6 +930,30 @@ mod tests {
             )
         );
         assert_eq!(status_of(&r, &format!("grant:autoscaling_prod:{KEY}")).status, Status::Skip);
+    }
+
+    /// amikey does not call IAM: without a grant naming the role its existence is unknown, the
+    /// check is skipped (with the create command in its detail) and the grant is still checked.
+    #[test]
+    fn unknown_service_linked_role_is_skipped_and_its_grant_still_checked() {
+        let mut f = healthy();
+        f.service_roles[0].exists = None;
+        f.service_roles[0].grants.clear();
+        let r = diagnose(&f, NOW);
+        let c = status_of(&r, "slr.exists:autoscaling");
+        assert_eq!(c.status, Status::Skip);
+        assert!(
+            c.detail
+                .contains("aws iam create-service-linked-role --aws-service-name autoscaling.amazonaws.com"),
+            "{}",
+            c.detail
+        );
+        let g = status_of(&r, &format!("grant:autoscaling:{KEY}"));
+        assert_eq!(g.status, Status::Fail);
+        assert_eq!(
+            g.fix.as_deref(),
+            Some(format!("amikey grant --key-arn {KEY} --service autoscaling").as_str())
+        );
     }
 
     #[test]

@@ -772,6 +772,14 @@ mod tests {
         assert!(md.contains("`AWSServiceRoleForAutoScaling` or `AWSServiceRoleForAutoScaling_SUFFIX`"));
     }
 
+    /// README's "Consumer side" carries exactly this table, so docs and code cannot drift.
+    #[test]
+    fn readme_contains_the_catalog_table() {
+        let readme = include_str!("../../README.md");
+        let table = catalog_markdown();
+        assert!(readme.contains(&table), "README.md must contain exactly:\n{table}");
+    }
+
     #[test]
     fn grantee_arns_follow_the_service_role_path() {
         assert_eq!(grantee_arn(&Grantee::parse_service("autoscaling").unwrap(), ACCT).unwrap(), ASG);

@@ -36,6 +36,9 @@ pub struct Intent {
     pub prune: bool,
     /// `allow_public`.
     pub allow_public: bool,
+    /// `check_key_policy`: whether `publish` checks the intended keys' policies for the
+    /// consumer accounts, and how it reacts.
+    pub check_key_policy: crate::core::config::PolicyCheck,
 }
 
 fn is_account(s: &str) -> bool {
@@ -297,6 +300,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
         publish_role_name: settings.publish_role_name.clone(),
         prune: settings.prune,
         allow_public: settings.allow_public,
+        check_key_policy: settings.check_key_policy,
     })
 }
 

@@ -35,6 +35,9 @@ pub enum Code {
     KeyNotFound,
     /// The AMI is public and `allow_public` is not set.
     AmiPublic,
+    /// The intended key's policy does not let a consumer account (`ami_users`,
+    /// `publish_accounts`) make a call the launch chain needs (`check_key_policy = "fail"`).
+    KeyPolicyDeniesConsumer,
 }
 
 impl Code {
@@ -53,6 +56,7 @@ impl Code {
             Code::NoIntendedKey => "NO_INTENDED_KEY",
             Code::KeyNotFound => "KEY_NOT_FOUND",
             Code::AmiPublic => "AMI_PUBLIC",
+            Code::KeyPolicyDeniesConsumer => "KEY_POLICY_DENIES_CONSUMER",
         }
     }
 }

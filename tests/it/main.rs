@@ -7,6 +7,8 @@ mod engine;
 // `amikey preflight` against moto: EBS default encryption, wrong-region and disabled keys,
 // consumers vs the key policy, a template-driven run.
 mod preflight;
+// The consumer side (grant, doctor, policy) against moto, run as the consumer account.
+mod consumer;
 // CLI behaviour that needs no AWS: bad input, help, exit codes.
 mod cli;
 // `amikey lint` on the command line: exit codes, text and JSON, -var/-var-file.

@@ -406,6 +406,49 @@ fn message(code: FindingCode, account: &str, key_arn: &str, g: &Group) -> String
     }
 }
 
+/// The publish-time key-policy check of one region: the intended key's `policy` (as JSON text,
+/// what GetKeyPolicy returns) evaluated for `accounts` (`ami_users` ∪ `publish_accounts`).
+/// `fail` = false gives warnings (text lines naming region, key, consumer, code and the fix);
+/// `fail` = true gives [`crate::core::report::Finding`]s with `KEY_POLICY_DENIES_CONSUMER`, so
+/// `publish` changes nothing.
+pub fn publish_check(
+    region: &str,
+    ami_id: &str,
+    key_arn: &str,
+    policy: &str,
+    accounts: &[String],
+    fail: bool,
+) -> (Vec<String>, Vec<crate::core::report::Finding>) {
+    let consumers: Vec<Consumer> =
+        accounts.iter().filter(|a| super::is_account_id(a)).map(|a| Consumer::account(a)).collect();
+    if consumers.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let value: Value = serde_json::from_str(policy).unwrap_or(Value::String(policy.to_owned()));
+    let mut warnings = Vec::new();
+    let mut findings = Vec::new();
+    for f in check_consumers(&value, key_arn, region, &consumers) {
+        let text = format!(
+            "{region} key policy of {key_arn}{}: {} {}",
+            f.consumer.as_deref().map(|c| format!(" for account {c}")).unwrap_or_default(),
+            f.code,
+            f.message
+        );
+        if fail {
+            findings.push(crate::core::report::Finding {
+                code: crate::core::report::Code::KeyPolicyDeniesConsumer,
+                region: region.to_owned(),
+                ami_id: ami_id.to_owned(),
+                snapshot_id: None,
+                message: format!("{text} (check_key_policy = \"fail\": nothing shared, nothing published)"),
+            });
+        } else {
+            warnings.push(text);
+        }
+    }
+    (warnings, findings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,5 +620,34 @@ mod tests {
             json!("GRANT_REQUIRES_AWS_RESOURCE")
         );
         assert_eq!(FindingCode::ConsumerCannotDecrypt.to_string(), "CONSUMER_CANNOT_DECRYPT");
+    }
+
+    #[test]
+    fn publish_check_warns_or_fails_and_ignores_non_accounts() {
+        let key = "arn:aws:kms:eu-west-1:123456789012:key/k";
+        let owner_only = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"}]}"#;
+        let accounts = vec!["111122223333".to_string(), "all".to_string()];
+        let (w, f) = publish_check("eu-west-1", "ami-12345678", key, owner_only, &accounts, false);
+        assert!(f.is_empty());
+        assert!(
+            !w.is_empty()
+                && w.iter().all(|l| l.starts_with("eu-west-1 key policy of") && l.contains("111122223333")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter().any(|l| l.contains("amikey policy generate --consumer-account 111122223333")),
+            "{w:?}"
+        );
+        let (w, f) = publish_check("eu-west-1", "ami-12345678", key, owner_only, &accounts, true);
+        assert!(w.is_empty());
+        assert!(
+            f.iter().all(|x| x.code == crate::core::report::Code::KeyPolicyDeniesConsumer
+                && x.ami_id == "ami-12345678")
+        );
+        assert!(!f.is_empty());
+        assert_eq!(
+            publish_check("eu-west-1", "ami-1", key, owner_only, &["all".into()], true),
+            (vec![], vec![])
+        );
     }
 }

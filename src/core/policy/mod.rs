@@ -20,7 +20,7 @@ use serde_json::Value;
 
 pub use check::{
     AUTOSCALING_GRANT_OPERATIONS, ChainAction, ChainCaller, Consumer, FindingCode, PolicyFinding,
-    check_consumers, check_policy, launch_chain_actions,
+    check_consumers, check_policy, launch_chain_actions, publish_check,
 };
 pub use eval::{Caller, Decision, Evaluation, Request, Undetermined, evaluate};
 pub use generate::{

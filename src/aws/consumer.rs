@@ -1,0 +1,330 @@
+//! The consumer side's AWS edge: read-only lookups for `amikey grant`, `doctor` and `policy`
+//! (published parameters and their history, regions, keys and their replicas, grants, key
+//! policies, the AMI as the consumer sees it, launch-template block devices) and the two grant
+//! writes ([`create_grant`], [`retire_grant`]), one call each.
+//!
+//! No decisions here: what to grant, what is stale and what is broken are decided in
+//! [`crate::core::grants`], [`crate::core::doctor`] and [`crate::core::policy`].
+
+use std::collections::BTreeMap;
+
+use aws_sdk_kms::types::GrantOperation;
+
+use super::clients::Aws;
+use super::error::AwsError;
+use crate::core::grants::ExistingGrant;
+use crate::core::policy::arn_region;
+
+/// Every region EC2 offers this account (DescribeRegions in the home region), sorted.
+pub async fn describe_regions(aws: &Aws) -> Result<Vec<String>, AwsError> {
+    let region = aws.home_region.clone();
+    let out = aws
+        .ec2(&region)
+        .describe_regions()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeRegions", &region, e))?;
+    let mut v: Vec<String> =
+        out.regions().iter().filter_map(|r| r.region_name()).map(str::to_string).collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// GetParameter `name` (a name or a shared parameter's full ARN) in `region`; `None` when the
+/// parameter does not exist there.
+pub async fn get_parameter(aws: &Aws, region: &str, name: &str) -> Result<Option<String>, AwsError> {
+    match aws.ssm(region).get_parameter().name(name).send().await {
+        Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+        Err(e) => {
+            let err = AwsError::from_sdk("GetParameter", region, e);
+            if err.is_not_found() { Ok(None) } else { Err(err) }
+        }
+    }
+}
+
+/// Every value `name` ever had in `region` (GetParameterHistory), oldest first; empty when the
+/// parameter does not exist.
+pub async fn parameter_history(aws: &Aws, region: &str, name: &str) -> Result<Vec<String>, AwsError> {
+    let mut pages = aws.ssm(region).get_parameter_history().name(name).into_paginator().send();
+    let mut values = Vec::new();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(p) => values.extend(p.parameters().iter().filter_map(|h| h.value()).map(str::to_string)),
+            Err(e) => {
+                let err = AwsError::from_sdk("GetParameterHistory", region, e);
+                if err.is_not_found() {
+                    return Ok(Vec::new());
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// What DescribeKey tells the consumer about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key ARN.
+    pub arn: String,
+    /// `AWS` for AWS managed keys.
+    pub aws_managed: bool,
+    /// `KeyState`.
+    pub state: String,
+    /// Multi-Region: every replica's (and the primary's) region → ARN.
+    pub replicas: BTreeMap<String, String>,
+}
+
+/// DescribeKey of `key` (an ARN; another account's key needs one) in its region.
+pub async fn describe_key(aws: &Aws, region: &str, key: &str) -> Result<KeyInfo, AwsError> {
+    let out = aws
+        .kms(region)
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeKey", region, e))?;
+    let Some(m) = out.key_metadata() else {
+        return Err(AwsError {
+            operation: "DescribeKey",
+            region: region.to_string(),
+            account: None,
+            code: Some("NotFoundException".into()),
+            message: format!("KMS returned no metadata for {key}"),
+            hint: None,
+        });
+    };
+    let arn = m.arn().unwrap_or(key).to_string();
+    let mut replicas = BTreeMap::new();
+    if m.multi_region().unwrap_or(false) {
+        if let Some(c) = m.multi_region_configuration() {
+            for k in c.primary_key().into_iter().chain(c.replica_keys()) {
+                if let (Some(r), Some(a)) = (k.region(), k.arn()) {
+                    replicas.insert(r.to_string(), a.to_string());
+                }
+            }
+        }
+        replicas.entry(arn_region(&arn).unwrap_or(region).to_string()).or_insert_with(|| arn.clone());
+    }
+    Ok(KeyInfo {
+        aws_managed: m.key_manager().is_some_and(|k| k.as_str() == "AWS"),
+        state: m.key_state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "Unknown".into()),
+        arn,
+        replicas,
+    })
+}
+
+/// ListGrants on `key_arn` for `grantee_arn` (every page).
+pub async fn list_grants(
+    aws: &Aws,
+    region: &str,
+    key_arn: &str,
+    grantee_arn: &str,
+) -> Result<Vec<ExistingGrant>, AwsError> {
+    let mut pages =
+        aws.kms(region).list_grants().key_id(key_arn).grantee_principal(grantee_arn).into_paginator().send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk("ListGrants", region, e))?;
+        for g in page.grants() {
+            // KMS reports the grantee of a deleted (or not yet propagated) role by its unique
+            // id (AROA…); such a grant does not serve the role ARN and is left out.
+            let Some(grantee) = g.grantee_principal().filter(|p| *p == grantee_arn) else { continue };
+            out.push(ExistingGrant {
+                key_arn: key_arn.to_string(),
+                region: region.to_string(),
+                grant_id: g.grant_id().unwrap_or_default().to_string(),
+                name: g.name().filter(|n| !n.is_empty()).map(str::to_string),
+                grantee_arn: grantee.to_string(),
+                operations: g.operations().iter().map(|o| o.as_str().to_string()).collect(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.grant_id.cmp(&b.grant_id));
+    Ok(out)
+}
+
+/// GetKeyPolicy (`default`, the only policy name KMS supports) of `key` in `region`.
+pub async fn get_key_policy(aws: &Aws, region: &str, key: &str) -> Result<String, AwsError> {
+    let out = aws
+        .kms(region)
+        .get_key_policy()
+        .key_id(key)
+        .policy_name("default")
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("GetKeyPolicy", region, e))?;
+    Ok(out.policy().unwrap_or_default().to_string())
+}
+
+/// CreateGrant with a deterministic `Name` (a retry returns the same grant) and the caller's
+/// account as retiring principal (so `--retire-stale` can retire it later). Returns the id.
+pub async fn create_grant(
+    aws: &Aws,
+    region: &str,
+    key_arn: &str,
+    grantee_arn: &str,
+    operations: &[String],
+    name: &str,
+    retiring_account: &str,
+) -> Result<String, AwsError> {
+    let ops: Vec<GrantOperation> = operations.iter().map(|o| GrantOperation::from(o.as_str())).collect();
+    let out = aws
+        .kms(region)
+        .create_grant()
+        .key_id(key_arn)
+        .grantee_principal(grantee_arn)
+        .set_operations(Some(ops))
+        .name(name)
+        .retiring_principal(format!("arn:aws:iam::{retiring_account}:root"))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("CreateGrant", region, e))?;
+    Ok(out.grant_id().unwrap_or_default().to_string())
+}
+
+/// RetireGrant `grant_id` on `key_arn`.
+pub async fn retire_grant(aws: &Aws, region: &str, key_arn: &str, grant_id: &str) -> Result<(), AwsError> {
+    aws.kms(region)
+        .retire_grant()
+        .key_id(key_arn)
+        .grant_id(grant_id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("RetireGrant", region, e))?;
+    Ok(())
+}
+
+/// One AMI as the consumer sees it: the image (None when not visible) and, per EBS mapping,
+/// (device, snapshot id, `Encrypted` from the mapping).
+#[derive(Debug, Clone, Default)]
+pub struct SeenImage {
+    /// `State`, `OwnerId`, `Name`, `DeprecationTime`.
+    pub image: Option<crate::core::doctor::ImageFacts>,
+    /// (device, snapshot, encrypted) per EBS mapping, in mapping order.
+    pub mappings: Vec<(String, String, Option<bool>)>,
+}
+
+/// DescribeImages for `ami` in `region` as this identity.
+pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<SeenImage, AwsError> {
+    let out = match aws.ec2(region).describe_images().image_ids(ami).send().await {
+        Ok(o) => o,
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribeImages", region, e);
+            if err.is_not_found() || err.code.as_deref() == Some("InvalidAMIID.Malformed") {
+                return Ok(SeenImage::default());
+            }
+            return Err(err);
+        }
+    };
+    let Some(i) = out.images().iter().find(|i| i.image_id() == Some(ami)) else {
+        return Ok(SeenImage::default());
+    };
+    Ok(SeenImage {
+        image: Some(crate::core::doctor::ImageFacts {
+            state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
+            owner_id: i.owner_id().unwrap_or_default().to_string(),
+            name: i.name().map(str::to_string),
+            deprecation_time: i.deprecation_time().map(str::to_string),
+        }),
+        mappings: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| {
+                let ebs = b.ebs()?;
+                Some((
+                    b.device_name().unwrap_or("?").to_string(),
+                    ebs.snapshot_id()?.to_string(),
+                    ebs.encrypted(),
+                ))
+            })
+            .collect(),
+    })
+}
+
+/// DescribeSnapshots one id at a time (a snapshot not shared for create-volume is simply not
+/// visible cross-account, and one hidden id must not hide the others): id → (encrypted, key).
+pub async fn describe_snapshots(
+    aws: &Aws,
+    region: &str,
+    ids: &[String],
+) -> Result<BTreeMap<String, (bool, Option<String>)>, AwsError> {
+    let ec2 = aws.ec2(region);
+    let mut found = BTreeMap::new();
+    for id in ids {
+        match ec2.describe_snapshots().snapshot_ids(id).send().await {
+            Ok(out) => {
+                for s in out.snapshots() {
+                    if let Some(sid) = s.snapshot_id() {
+                        found.insert(
+                            sid.to_string(),
+                            (s.encrypted().unwrap_or(false), s.kms_key_id().map(str::to_string)),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                let err = AwsError::from_sdk("DescribeSnapshots", region, e);
+                if !err.is_not_found() {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The block-device mappings of one launch-template version (`$Default` when `version` is
+/// None): (device, `Encrypted`, `KmsKeyId`) per EBS mapping. `template` is an `lt-…` id or a
+/// name.
+pub async fn launch_template_devices(
+    aws: &Aws,
+    region: &str,
+    template: &str,
+    version: Option<&str>,
+) -> Result<(String, Vec<(String, Option<bool>, Option<String>)>), AwsError> {
+    let mut req = aws.ec2(region).describe_launch_template_versions();
+    req = if template.starts_with("lt-") {
+        req.launch_template_id(template)
+    } else {
+        req.launch_template_name(template)
+    };
+    let out = req
+        .versions(version.unwrap_or("$Default"))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeLaunchTemplateVersions", region, e))?;
+    let Some(v) = out.launch_template_versions().first() else {
+        return Err(AwsError {
+            operation: "DescribeLaunchTemplateVersions",
+            region: region.to_string(),
+            account: None,
+            code: Some("InvalidLaunchTemplateId.VersionNotFound".into()),
+            message: format!("launch template {template} has no version {}", version.unwrap_or("$Default")),
+            hint: Some("Check --launch-template-version".into()),
+        });
+    };
+    let label = format!(
+        "launch template {} version {}",
+        v.launch_template_id().unwrap_or(template),
+        v.version_number().map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+    );
+    let devices = v
+        .launch_template_data()
+        .map(|d| {
+            d.block_device_mappings()
+                .iter()
+                .filter_map(|b| {
+                    let ebs = b.ebs()?;
+                    Some((
+                        b.device_name().unwrap_or("?").to_string(),
+                        ebs.encrypted(),
+                        ebs.kms_key_id().map(str::to_string),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((label, devices))
+}
