@@ -44,7 +44,7 @@ pub struct ServiceLinkedRole {
 }
 
 /// The eight operations AWS documents for the Auto Scaling, Spot and Fleet roles (sorted).
-const LAUNCH_OPERATIONS: &[&str] = &[
+pub const LAUNCH_OPERATIONS: &[&str] = &[
     "CreateGrant",
     "Decrypt",
     "DescribeKey",

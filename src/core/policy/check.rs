@@ -87,19 +87,9 @@ pub fn launch_chain_actions() -> Vec<ChainAction> {
     ]
 }
 
-/// The operations AWS documents for the Auto Scaling service-linked role's grant; used as
-/// `kms:GrantOperations` of the consumer's CreateGrant. Kept equal to the `autoscaling` entry
-/// of `core::grants::CATALOG` by a test there.
-pub const AUTOSCALING_GRANT_OPERATIONS: &[&str] = &[
-    "CreateGrant",
-    "Decrypt",
-    "DescribeKey",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "ReEncryptFrom",
-    "ReEncryptTo",
-];
+/// The operations AWS documents for the Auto Scaling service-linked role's grant (the catalog's
+/// own list); used as `kms:GrantOperations` of the consumer's CreateGrant.
+pub const AUTOSCALING_GRANT_OPERATIONS: &[&str] = crate::core::grants::LAUNCH_OPERATIONS;
 
 /// A consumer account to check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
