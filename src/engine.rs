@@ -214,7 +214,7 @@ pub async fn run_with(
         report.errors = region_errors(intent, &failed);
         return Ok(report);
     }
-    key_policy_check(aws, intent, &mut report).await?;
+    key_policy_check(intent, &facts, &mut report)?;
     if !report.findings().is_empty() {
         progress.say("Findings: nothing shared, nothing published");
         report.errors = region_errors(intent, &failed);
@@ -335,12 +335,13 @@ pub async fn run_with(
     Ok(report)
 }
 
-/// `check_key_policy` (publish only): GetKeyPolicy of each clean region's intended key, evaluated
-/// for `ami_users` ∪ `publish_accounts` by [`crate::core::policy::publish_check`]; `warn` adds
-/// report warnings, `fail` adds `KEY_POLICY_DENIES_CONSUMER` findings (so nothing is written).
-async fn key_policy_check(aws: &Aws, intent: &Intent, report: &mut Report) -> Result<(), EngineError> {
+/// `check_key_policy` (publish only): each clean region's intended key policy (read in the
+/// gather waves), evaluated for `ami_users` ∪ `publish_accounts` by
+/// [`crate::core::policy::publish_check`]; `warn` adds report warnings, `fail` adds
+/// `KEY_POLICY_DENIES_CONSUMER` findings (so nothing is written).
+fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report) -> Result<(), EngineError> {
     use crate::core::config::PolicyCheck;
-    if intent.check_key_policy == PolicyCheck::Off {
+    if !gather::wants_key_policy(intent) {
         return Ok(());
     }
     let fail = intent.check_key_policy == PolicyCheck::Fail;
@@ -352,31 +353,31 @@ async fn key_policy_check(aws: &Aws, intent: &Intent, report: &mut Report) -> Re
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    if accounts.is_empty() {
-        return Ok(());
-    }
-    let targets: Vec<(usize, String, String)> = report
-        .regions
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.findings.is_empty())
-        .filter_map(|(i, r)| r.intended_kms_key_arn.clone().map(|k| (i, r.region.clone(), k)))
-        .collect();
-    let policies =
-        join_all(targets.iter().map(|(_, region, k)| crate::aws::consumer::get_key_policy(aws, region, k)))
-            .await;
-    for ((i, region, key), p) in targets.into_iter().zip(policies) {
-        match p {
+    for (f, r) in facts.iter().zip(report.regions.iter_mut()) {
+        if !r.findings.is_empty() {
+            continue;
+        }
+        let (Some(key), Some(policy)) = (r.intended_kms_key_arn.clone(), &f.key_policy) else { continue };
+        match policy {
             Ok(text) => {
-                let ami = report.regions[i].ami_id.clone();
-                let (w, f) = crate::core::policy::publish_check(&region, &ami, &key, &text, &accounts, fail);
+                let (w, found) = crate::core::policy::publish_check(&r.region, &r.ami_id, &key, text, &accounts, fail);
                 report.warnings.extend(w);
-                report.regions[i].findings.extend(f);
+                r.findings.extend(found);
             }
             Err(e) if !fail => report.warnings.push(format!(
-                "{region}: cannot check the key policy of {key} for the consumer accounts ({e}); set check_key_policy = \"off\" to skip"
+                "{}: cannot check the key policy of {key} for the consumer accounts ({e}); set check_key_policy = \"off\" to skip",
+                r.region
             )),
-            Err(e) => return Err(EngineError::Gather(vec![e])),
+            Err(e) => {
+                return Err(EngineError::Gather(vec![AwsError {
+                    operation: "GetKeyPolicy",
+                    region: r.region.clone(),
+                    account: None,
+                    code: None,
+                    message: e.clone(),
+                    hint: Some("check_key_policy = \"fail\" needs kms:GetKeyPolicy on the key; or set it to \"warn\"".into()),
+                }]));
+            }
         }
     }
     Ok(())

@@ -297,12 +297,26 @@ async fn gather(
                 v
             })
             .unwrap_or_default();
-        let (snapshots, users) = tokio::join!(describe_snapshots(aws, region, &snap_ids), async {
-            if publishers.is_none() {
-                return Vec::new();
+        // The key policy needs the resolved key ARN: read it in the same wave as the snapshots.
+        let policy_key = match keys.get(intended_key.as_deref().unwrap_or_default()) {
+            Some(KeyLookup::Found(k)) if publishers.is_some() && wants_key_policy(intent) => {
+                Some(k.arn.clone())
             }
-            join_all(snap_ids.iter().map(|s| snapshot_users(aws, region, s))).await
-        });
+            _ => None,
+        };
+        let (snapshots, users, key_policy) = tokio::join!(
+            describe_snapshots(aws, region, &snap_ids),
+            async {
+                if publishers.is_none() {
+                    return Vec::new();
+                }
+                join_all(snap_ids.iter().map(|s| snapshot_users(aws, region, s))).await
+            },
+            async {
+                let k = policy_key?;
+                Some(crate::aws::consumer::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
+            }
+        );
         let snapshots = snapshots?;
         // One DescribeKey per distinct snapshot key not already known (the intended key's ARN is).
         let unknown: BTreeSet<String> = snapshots
@@ -314,10 +328,16 @@ async fn gather(
         for (k, l) in unknown.into_iter().zip(looked) {
             keys.insert(k, l?);
         }
-        Ok::<_, AwsError>((image, snapshots, keys, snap_ids.into_iter().zip(users).collect::<Vec<_>>()))
+        Ok::<_, AwsError>((
+            image,
+            snapshots,
+            keys,
+            snap_ids.into_iter().zip(users).collect::<Vec<_>>(),
+            key_policy,
+        ))
     };
     let (stage1, early) = tokio::join!(stage1, early);
-    let (image, snapshots, keys, users) = stage1?;
+    let (image, snapshots, keys, users, key_policy) = stage1?;
     let mut facts = RegionFacts {
         region: region.to_string(),
         ami_id: ami,
@@ -328,6 +348,7 @@ async fn gather(
         launch_permissions: None,
         snapshot_users: BTreeMap::new(),
         parameters: BTreeMap::new(),
+        key_policy,
     };
     let sharing = match (publishers, early) {
         (Some(publishers), Some((lp, own, others))) => {
@@ -432,4 +453,11 @@ pub async fn gather_preflight(
         consumers: consumers.to_vec(),
         key_policy,
     })
+}
+
+/// Whether `publish` checks key policies for consumers: `check_key_policy` is not `off` and
+/// there is an account to check (`ami_users` ∪ `publish_accounts`).
+pub fn wants_key_policy(intent: &Intent) -> bool {
+    intent.check_key_policy != crate::core::config::PolicyCheck::Off
+        && !(intent.launch_users.is_empty() && intent.publish_accounts.is_empty())
 }

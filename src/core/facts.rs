@@ -153,4 +153,7 @@ pub struct RegionFacts {
     pub snapshot_users: BTreeMap<String, BTreeSet<String>>,
     /// SSM parameters by (account, name): the producer's own and each publish account's.
     pub parameters: BTreeMap<(String, String), Option<ParamFacts>>,
+    /// The intended key's policy (publish with `check_key_policy` on and consumers to check):
+    /// the document, or why it could not be read. None when not gathered.
+    pub key_policy: Option<Result<String, String>>,
 }

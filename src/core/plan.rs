@@ -309,6 +309,7 @@ mod tests {
             launch_permissions: Some(LaunchPermissions::default()),
             snapshot_users: BTreeMap::new(),
             parameters: BTreeMap::new(),
+            key_policy: None,
         };
         let report = RegionReport {
             region: "us-east-1".into(),

@@ -338,6 +338,7 @@ mod tests {
             launch_permissions: None,
             snapshot_users: BTreeMap::new(),
             parameters: BTreeMap::new(),
+            key_policy: None,
         };
         (intent, f)
     }
