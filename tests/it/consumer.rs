@@ -24,7 +24,7 @@ fn asg_arn() -> String {
 
 /// The amikey CLI with credentials of an assumed-role session in the consumer account (moto
 /// maps the session's access key to that account).
-fn as_consumer(m: &Moto) -> Command {
+pub(crate) fn as_consumer(m: &Moto) -> Command {
     let creds = block_on(async {
         let conf = aws_sdk_sts::config::Builder::new()
             .behavior_version(aws_config::BehaviorVersion::latest())

@@ -299,6 +299,18 @@ impl Relay {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// The relay's live thread count (Linux `/proc`). Each client connection has a handler
+    /// thread that logs its request before it ends, so once the client is gone and the count is
+    /// back to the idle count, every request it sent has been answered and logged.
+    pub fn threads(&self) -> usize {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Relay {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{ImageAttributeName, SnapshotAttributeName};
 use serde_json::Value;
 
+use crate::consumer::as_consumer;
 use crate::moto::{CONSUMER, Enc, Moto, Relay, create_ami, create_key, json, run};
 
 const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "us-west-2"];
@@ -368,4 +369,125 @@ fn garbage_answers_give_a_clear_error_not_a_hang() {
 #[test]
 fn connections_closed_mid_response_give_a_clear_error_not_a_hang() {
     broken_answers("--close-mid-response");
+}
+
+/// Issue 6 for grants: `amikey grant` (3 regions × 2 service-linked roles) through a slow relay,
+/// SIGKILLed once the first CreateGrant is answered, then re-run. `grant` sends all its
+/// CreateGrant calls in one concurrent wave, so at the kill the others are in the relay and land
+/// or not; the relay log, read once the relay is idle, says exactly which landed. moto answers a
+/// CreateGrant with an existing grant Name by returning that grant, so ListGrants alone would
+/// hide a duplicate create: the calls are counted too.
+#[test]
+fn killed_grant_run_then_rerun_converges_without_duplicate_grants() {
+    const PATH: &str = "/images/golden";
+    let m = Moto::take();
+    let keys = seed_keys(&m);
+    block_on(async {
+        let aws = m.aws(Some(CONSUMER)).await;
+        for r in REGIONS {
+            aws.ssm(r)
+                .put_parameter()
+                .name(format!("{PATH}/kms_key_arn"))
+                .value(&keys[r])
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let grantees = [
+        format!(
+            "arn:aws:iam::{CONSUMER}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+        ),
+        format!("arn:aws:iam::{CONSUMER}:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"),
+    ];
+    let pairs = REGIONS.len() * grantees.len();
+    let args = [
+        "grant",
+        "--ssm-path",
+        PATH,
+        "--region",
+        "eu-west-1,us-east-1,us-west-2",
+        "--service",
+        "autoscaling",
+        "--service",
+        "spot",
+        "--format",
+        "json",
+    ];
+    let is_create = |c: &Value| c["action"] == "CreateGrant";
+
+    let relay = Relay::start(&m, &["--delay", "50-1000", "--seed", "6"]);
+    let idle = relay.threads();
+    assert!(idle > 0, "cannot read the relay's thread count");
+    let mut child = as_consumer(&m)
+        .env("AWS_ENDPOINT_URL", &relay.endpoint)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !relay.calls().iter().any(|c| is_create(c) && c["status"] == 200) {
+        assert!(child.try_wait().unwrap().is_none(), "grant finished before it could be killed");
+        assert!(start.elapsed() < HANG, "no CreateGrant within {HANG:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGKILL: no cleanup, no cancel handling.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Requests already in the relay still reach moto; wait until each is answered and logged.
+    let start = Instant::now();
+    while relay.threads() > idle {
+        assert!(start.elapsed() < HANG, "the relay still has requests in flight after {HANG:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let creates: Vec<Value> = relay.calls().into_iter().filter(|c| is_create(c)).collect();
+    assert!(creates.iter().all(|c| c["status"] == 200), "{creates:?}");
+    let landed = creates.len();
+    assert!((1..=pairs).contains(&landed), "the killed run made {landed} CreateGrant calls: {creates:?}");
+    drop(relay);
+
+    let creates_ok = |m: &Moto| {
+        let calls = m.calls();
+        let all = calls.iter().filter(|c| c["operation"] == "CreateGrant").count();
+        let ok = calls.iter().filter(|c| c["operation"] == "CreateGrant" && c["ok"] == true).count();
+        assert_eq!(all, ok, "a CreateGrant failed: {calls:?}");
+        ok
+    };
+    m.clear_calls();
+    let (code, out, err) = run(as_consumer(&m).args(args));
+    assert_eq!(code, 0, "re-run after SIGKILL: {out}\n{err}");
+    let rerun = creates_ok(&m);
+    assert_eq!(
+        landed + rerun,
+        pairs,
+        "CreateGrant calls: {landed} landed in the killed run, {rerun} in the re-run, for {pairs} key × grantee pairs:\n{out}"
+    );
+
+    eprintln!("CreateGrant: {landed} landed in the killed run, {rerun} in the re-run");
+    m.clear_calls();
+    let (code, out, err) = run(as_consumer(&m).args(args));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(creates_ok(&m), 0, "a third run creates nothing:\n{out}");
+
+    let grants = block_on(async {
+        let aws = m.aws(None).await;
+        let mut out = BTreeMap::new();
+        for r in REGIONS {
+            let l = aws.kms(r).list_grants().key_id(&keys[r]).send().await.unwrap();
+            let mut g: Vec<String> =
+                l.grants().iter().filter_map(|g| g.grantee_principal()).map(String::from).collect();
+            g.sort();
+            out.insert(r, g);
+        }
+        out
+    });
+    for r in REGIONS {
+        for g in &grantees {
+            let n = grants[r].iter().filter(|x| *x == g).count();
+            assert_eq!(n, 1, "{r}: {n} grants for {g}: {grants:?}");
+        }
+        assert_eq!(grants[r].len(), grantees.len(), "{r}: {grants:?}");
+    }
 }
