@@ -83,21 +83,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("packer-plugin-amikey: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(handshake_version, spec, Component::PostProcessor)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_component(handshake_version, spec, Component::PostProcessor)
 }
 
 /// `start datasource [--protobuf] preflight`: the `amikey-preflight` data source.
@@ -118,6 +104,15 @@ fn serve_datasource_main(
         );
         return ExitCode::FAILURE;
     }
+    run_component(version, spec, Component::Datasource)
+}
+
+/// Logging on stderr, a runtime, then the plugin server for `component` until Packer hangs up.
+fn run_component(
+    version: handshake::HandshakeVersion,
+    spec: amikey::wire::hcl_spec::SpecEncoding,
+    component: Component,
+) -> ExitCode {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
@@ -126,7 +121,7 @@ fn serve_datasource_main(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(version, spec, Component::Datasource)) {
+    match runtime.block_on(serve(version, spec, component)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
