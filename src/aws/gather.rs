@@ -169,7 +169,8 @@ pub async fn launch_permissions(aws: &Aws, region: &str, ami: &str) -> Result<La
     Ok(lp)
 }
 
-async fn snapshot_users(aws: &Aws, region: &str, snapshot: &str) -> Result<BTreeSet<String>, AwsError> {
+/// DescribeSnapshotAttribute createVolumePermission of one snapshot (`all` for the public group).
+pub async fn snapshot_users(aws: &Aws, region: &str, snapshot: &str) -> Result<BTreeSet<String>, AwsError> {
     let out = aws
         .ec2(region)
         .describe_snapshot_attribute()

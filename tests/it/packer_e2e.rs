@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use amikey::aws::Aws;
-use aws_sdk_ec2::types::{Filter, ImageAttributeName, SnapshotAttributeName};
+use aws_sdk_ec2::types::Filter;
 
 use crate::moto::{CONSUMER, Moto, create_key, repo_path};
 
@@ -224,33 +224,11 @@ async fn amis_named(aws: &Aws, region: &str, name: &str) -> BTreeMap<String, Vec
 }
 
 async fn launch_users(aws: &Aws, region: &str, ami: &str) -> Vec<String> {
-    let a = aws
-        .ec2(region)
-        .describe_image_attribute()
-        .image_id(ami)
-        .attribute(ImageAttributeName::LaunchPermission)
-        .send()
-        .await
-        .unwrap();
-    let mut v: Vec<String> =
-        a.launch_permissions().iter().filter_map(|p| p.user_id().map(str::to_string)).collect();
-    v.sort();
-    v
+    amikey::aws::gather::launch_permissions(aws, region, ami).await.unwrap().users.into_iter().collect()
 }
 
 async fn volume_users(aws: &Aws, region: &str, snap: &str) -> Vec<String> {
-    let a = aws
-        .ec2(region)
-        .describe_snapshot_attribute()
-        .snapshot_id(snap)
-        .attribute(SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    let mut v: Vec<String> =
-        a.create_volume_permissions().iter().filter_map(|p| p.user_id().map(str::to_string)).collect();
-    v.sort();
-    v
+    amikey::aws::gather::snapshot_users(aws, region, snap).await.unwrap().into_iter().collect()
 }
 
 async fn snapshot_key(aws: &Aws, region: &str, snap: &str) -> Option<String> {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{ImageAttributeName, SnapshotAttributeName};
 use serde_json::Value;
 
 use crate::consumer::as_consumer;
@@ -75,31 +74,14 @@ fn state(m: &Moto, amis: &BTreeMap<String, (String, String)>, path: &str) -> BTr
         let aws = m.aws(None).await;
         let mut out = BTreeMap::new();
         for (region, (ami, snap)) in amis {
-            let ec2 = aws.ec2(region);
-            let lp = ec2
-                .describe_image_attribute()
-                .image_id(ami)
-                .attribute(ImageAttributeName::LaunchPermission)
-                .send()
+            let launch: Vec<String> = amikey::aws::gather::launch_permissions(&aws, region, ami)
                 .await
-                .unwrap();
-            let mut launch: Vec<String> =
-                lp.launch_permissions().iter().filter_map(|p| p.user_id()).map(str::to_string).collect();
-            launch.sort();
-            let cv = ec2
-                .describe_snapshot_attribute()
-                .snapshot_id(snap)
-                .attribute(SnapshotAttributeName::CreateVolumePermission)
-                .send()
-                .await
-                .unwrap();
-            let mut volume: Vec<String> = cv
-                .create_volume_permissions()
-                .iter()
-                .filter_map(|p| p.user_id())
-                .map(str::to_string)
+                .unwrap()
+                .users
+                .into_iter()
                 .collect();
-            volume.sort();
+            let volume: Vec<String> =
+                amikey::aws::gather::snapshot_users(&aws, region, snap).await.unwrap().into_iter().collect();
             let params =
                 aws.ssm(region).get_parameters_by_path().path(path).recursive(true).send().await.unwrap();
             let mut ps: Vec<Value> = params
