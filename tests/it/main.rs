@@ -1,5 +1,7 @@
 //! The single integration-test binary (one link of the AWS SDK). Modules:
 
+// The rule for external parts (moto, Packer, zip, Go peers): ignored unless required.
+mod external;
 // Harness: a patched moto server per test binary, serialised tests, seeding through the SDK.
 mod moto;
 // `amikey check` and `amikey publish` against moto.
