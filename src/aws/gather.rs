@@ -315,7 +315,7 @@ async fn gather(
             },
             async {
                 let k = policy_key?;
-                Some(crate::aws::consumer::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
+                Some(super::read::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
             }
         );
         let snapshots = snapshots?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Format;
 use crate::core::report::Report;
-use crate::engine::Progress;
+use crate::producer::Progress;
 
 /// Writes to stdout, ignoring a closed pipe.
 pub fn stdout(text: &str) {
