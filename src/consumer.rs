@@ -21,7 +21,8 @@ use crate::core::doctor::{self, DoctorFacts, DoctorReport, KeyDescribe, KeyManag
 use crate::core::grants::{
     self, DesiredGrant, ExistingGrant, GrantAction, GrantPlan, Grantee, catalog_entry, explain_access_denied,
 };
-use crate::core::policy::{self, Consumer, PolicyFinding, arn_account, arn_region, generate_command};
+use crate::core::ids::{arn_account, arn_region, is_account_id, is_key_arn};
+use crate::core::policy::{self, Consumer, PolicyFinding, generate_command};
 
 /// Why a consumer command could not produce a report (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ pub fn key_parameter(path: &str) -> Result<(String, Option<String>), ConsumerErr
         let ok = parts.len() == 5
             && parts[1] == "ssm"
             && crate::core::artifact::valid_region(parts[2], true)
-            && policy::is_account_id(parts[3])
+            && is_account_id(parts[3])
             && parts[4].starts_with("parameter/");
         if !ok {
             return Err(ConsumerError::Input(format!(
@@ -64,16 +65,6 @@ pub fn key_parameter(path: &str) -> Result<(String, Option<String>), ConsumerErr
         )));
     }
     Ok((format!("{path}/kms_key_arn"), None))
-}
-
-fn is_key_arn(s: &str) -> bool {
-    let p: Vec<&str> = s.splitn(6, ':').collect();
-    p.len() == 6
-        && p[0] == "arn"
-        && p[2] == "kms"
-        && !p[3].is_empty()
-        && policy::is_account_id(p[4])
-        && p[5].strip_prefix("key/").is_some_and(|k| !k.is_empty())
 }
 
 /// Checks a `--key-arn` value: a key ARN (grants on another account's key need the ARN; an alias
@@ -945,7 +936,7 @@ pub async fn policy_check(
     if accounts.is_empty() {
         return Err(ConsumerError::Input("pass at least one --consumer-account ACCOUNT".into()));
     }
-    if let Some(bad) = accounts.iter().find(|a| !policy::is_account_id(a)) {
+    if let Some(bad) = accounts.iter().find(|a| !is_account_id(a)) {
         return Err(ConsumerError::Input(format!("--consumer-account {bad:?} is not a 12-digit account id")));
     }
     let region = key_region(key, &aws.home_region);

@@ -503,7 +503,7 @@ pub async fn preflight_targets(
         errors.push("no regions to check: pass --regions, or set region / region_kms_key_ids".into());
     }
     for k in targets.iter().filter_map(|t| t.key.as_ref()) {
-        if !intent::is_key_ref(k) {
+        if !crate::core::ids::is_key_ref(k) {
             errors.push(format!(
                 "{k:?} is not a KMS key reference (key id, mrk- id, alias/NAME, key or alias ARN)"
             ));
@@ -513,7 +513,7 @@ pub async fn preflight_targets(
     consumers.sort();
     consumers.dedup();
     for a in &consumers {
-        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+        if !crate::core::ids::is_account_id(a) {
             errors.push(format!("ami_users entry {a:?} is not a 12-digit account id"));
         }
     }

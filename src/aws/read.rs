@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::clients::Aws;
 use super::error::AwsError;
 use crate::core::grants::ExistingGrant;
-use crate::core::policy::arn_region;
+use crate::core::ids::arn_region;
 
 /// Every region EC2 offers this account (DescribeRegions in the home region), sorted.
 pub async fn describe_regions(aws: &Aws) -> Result<Vec<String>, AwsError> {

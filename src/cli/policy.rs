@@ -106,7 +106,7 @@ struct CheckPolicyArgs {
 }
 
 fn home(key: Option<&str>, regions: &[String]) -> Option<String> {
-    key.and_then(policy::arn_region)
+    key.and_then(crate::core::ids::arn_region)
         .filter(|r| !r.is_empty())
         .map(str::to_string)
         .or_else(|| regions.first().cloned())

@@ -824,11 +824,7 @@ fn same_key(a: &str, b: &str) -> Option<bool> {
 }
 
 fn arn_region(s: &str) -> Option<String> {
-    match parse_key(s) {
-        KeyRef::Id(id, r) if !id.starts_with("mrk-") => r,
-        KeyRef::Alias(_, r) => r,
-        _ => None,
-    }
+    crate::core::ids::pinned_key_region(s).map(str::to_string)
 }
 
 /// What a builder encrypts a region's AMI with.
