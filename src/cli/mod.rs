@@ -327,11 +327,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let code = match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             output::error(&e.to_string());
             ExitCode::from(2)
         }
-    }
+    };
+    output::exit_code(code)
 }

@@ -460,3 +460,95 @@ fn a_directory_of_hcl_files_is_one_template() {
     assert_eq!((r.findings[0].code, r.findings[0].line), ("AMK006", 4));
     assert!(r.notes.is_empty(), "{:?}", r.notes);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Auto var files (`*.auto.pkrvars.hcl` / `*.auto.pkrvars.json`), as Packer loads them.
+
+#[test]
+fn var_files_follow_packers_order_hcl_before_json_auto_before_cli() {
+    let p = |s: &str| PathBuf::from(s);
+    let auto = [p("d/a.auto.pkrvars.hcl"), p("d/b.auto.pkrvars.json"), p("d/c.auto.pkrvars.hcl")];
+    let cli = [p("x.json"), p("prod.pkrvars.hcl"), p("y.hcl")];
+    let got = var_file_order(&auto, &cli);
+    let want = [
+        "d/a.auto.pkrvars.hcl",
+        "d/c.auto.pkrvars.hcl",
+        "prod.pkrvars.hcl",
+        "y.hcl",
+        "d/b.auto.pkrvars.json",
+        "x.json",
+    ];
+    assert_eq!(got, want.map(p));
+    assert!(var_file_order(&[], &[]).is_empty());
+}
+
+#[test]
+fn the_auto_var_files_fixture_is_caught_in_the_directory_only() {
+    let dir = root().join("tests/fixtures/lint/autovars");
+    assert!(files_in("tests/fixtures/lint/autovars").len() >= 4, "fixture missing");
+    let r = lint_paths(std::slice::from_ref(&dir), &VarInputs::default()).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<_> = r.findings.iter().map(|f| (f.code, f.line, f.file.ends_with("main.pkr.hcl"))).collect();
+    assert_eq!(got, [("AMK003", 12, true), ("AMK009", 21, true)], "{}", render_text(&r));
+    assert!(r.findings[0].message.contains("eu-west-1"), "{}", render_text(&r));
+    assert_eq!(r.var_files.len(), 2, "{:?}", r.var_files);
+    assert!(r.var_files[0].ends_with("10-regions.auto.pkrvars.hcl"), "{:?}", r.var_files);
+    assert!(render_text(&r).contains("variables from: "), "{}", render_text(&r));
+    // The var files are not templates: no "not a Packer template" note for the .json one.
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    assert_eq!(r.files.len(), 2, "{:?}", r.files);
+
+    // Packer given the two files does not load the auto var files: neither does lint, and says so.
+    let files = [dir.join("main.pkr.hcl"), dir.join("variables.pkr.hcl")];
+    let single = lint_paths(&files, &VarInputs::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(single.var_files.is_empty());
+    assert!(single.findings.is_empty(), "{}", render_text(&single));
+    assert!(
+        single
+            .notes
+            .iter()
+            .any(|n| n.message.contains("10-regions.auto.pkrvars.hcl, 20-key.auto.pkrvars.json")
+                && n.message.contains("only for a directory")),
+        "{:?}",
+        single.notes
+    );
+}
+
+#[test]
+fn auto_var_file_precedence_matches_packer() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        "main.pkr.hcl",
+        &("variable \"k\" {\n  default = \"alias/ami\"\n}\n".to_string()
+            + &ebs("", "post-processor \"amikey\" { kms_key_id = var.k }")),
+    );
+    let key = |r: &LintReport| r.findings.iter().any(|f| f.code == "AMK006");
+    let run = |vars: &VarInputs| lint_paths(&[d.to_path_buf()], vars).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!key(&run(&VarInputs::default())), "defaults are clean");
+    // An auto .hcl file overrides the default.
+    write("a.auto.pkrvars.hcl", "k = \"alias/aws/ebs\"\n");
+    assert!(key(&run(&VarInputs::default())));
+    // A later auto .hcl file (lexical order) overrides an earlier one.
+    write("b.auto.pkrvars.hcl", "k = \"alias/ami\"\n");
+    assert!(!key(&run(&VarInputs::default())));
+    // -var-file (HCL) overrides the auto .hcl files.
+    std::fs::create_dir(d.join("vars")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("vars/bad.pkrvars.hcl"), "k = \"alias/aws/ebs\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("vars/bad.json"), "{\"k\": \"alias/aws/ebs\"}").unwrap_or_else(|e| panic!("{e}"));
+    let hcl_file = VarInputs { vars: vec![], var_files: vec![d.join("vars/bad.pkrvars.hcl")] };
+    assert!(key(&run(&hcl_file)));
+    // Packer reads JSON var files after HCL ones: an auto .json beats an HCL -var-file.
+    write("c.auto.pkrvars.json", "{\"k\": \"alias/ami\"}");
+    assert!(!key(&run(&hcl_file)));
+    // A JSON -var-file beats the auto .json; -var beats every file.
+    let json_file = VarInputs { vars: vec![], var_files: vec![d.join("vars/bad.json")] };
+    assert!(key(&run(&json_file)));
+    let cli =
+        VarInputs { vars: vec![("k".into(), "alias/ami".into())], var_files: vec![d.join("vars/bad.json")] };
+    assert!(!key(&run(&cli)));
+    // A broken auto var file stops the lint (exit 2), as it stops Packer.
+    write("d.auto.pkrvars.hcl", "k = [\n");
+    assert!(matches!(lint_paths(&[d.to_path_buf()], &VarInputs::default()), Err(LintError::VarFile { .. })));
+}
