@@ -835,6 +835,85 @@ def _(ctx: Ctx) -> None:
             eq(sum(len(client(u, "kms", reg).list_keys()["Keys"]) for reg in regions), 0, f"keys left on {u}")
 
 
+# ------------------------------------------------------------------------------------------------ lifecycle (LC1-LC4)
+
+def _lc_image(ctx: Ctx, region: str = "us-east-1") -> tuple[str, list[str]]:
+    key = make_key(ctx, region)["Arn"]
+    snaps = [make_snapshot(ctx, region, key)]
+    return register(ctx, region, snaps), snaps
+
+
+@check("LC1: EnableImageDeprecation rounds to the minute, DescribeImages reads it back; past refused")
+def _(ctx: Ctx) -> None:
+    ami, _ = _lc_image(ctx)
+    ec2 = ctx.c("ec2")
+    ec2.enable_image_deprecation(ImageId=ami, DeprecateAt="2030-01-02T03:04:31Z")
+    eq(image(ctx, "us-east-1", ami).get("DeprecationTime"), "2030-01-02T03:05:00.000Z", "DeprecationTime")
+    eq(error_code(lambda: ec2.enable_image_deprecation(ImageId=ami, DeprecateAt="2001-01-01T00:00:00Z")),
+       "InvalidParameterValue", "past deprecation time")
+    ec2.disable_image_deprecation(ImageId=ami)
+    eq(image(ctx, "us-east-1", ami).get("DeprecationTime"), None, "after DisableImageDeprecation")
+
+
+@check("LC2: deregistration protection (with cooldown) is reported and blocks DeregisterImage")
+def _(ctx: Ctx) -> None:
+    ami, _ = _lc_image(ctx)
+    ec2 = ctx.c("ec2")
+    eq(image(ctx, "us-east-1", ami).get("DeregistrationProtection"), "disabled", "default")
+    ec2.enable_image_deregistration_protection(ImageId=ami, WithCooldown=True)
+    eq(image(ctx, "us-east-1", ami).get("DeregistrationProtection"), "enabled-with-cooldown", "enabled")
+    eq(error_code(lambda: ec2.deregister_image(ImageId=ami)), "InvalidParameterValue", "deregister protected")
+    ec2.disable_image_deregistration_protection(ImageId=ami)
+    state = image(ctx, "us-east-1", ami).get("DeregistrationProtection", "")
+    expect(state.startswith("disabled-until "), f"cooldown state: {state!r}")
+    eq(error_code(lambda: ec2.deregister_image(ImageId=ami)), "InvalidParameterValue", "deregister in cooldown")
+    ami2, _ = _lc_image(ctx)
+    ec2.enable_image_deregistration_protection(ImageId=ami2)
+    ec2.disable_image_deregistration_protection(ImageId=ami2)
+    eq(image(ctx, "us-east-1", ami2).get("DeregistrationProtection"), "disabled", "no cooldown")
+    ec2.deregister_image(ImageId=ami2)
+
+
+@check("LC3: DeregisterImage DeleteAssociatedSnapshots deletes snapshots no other AMI uses")
+def _(ctx: Ctx) -> None:
+    ec2 = ctx.c("ec2")
+    key = make_key(ctx)["Arn"]
+    own, shared = make_snapshot(ctx, "us-east-1", key), make_snapshot(ctx, "us-east-1", key)
+    ami = register(ctx, "us-east-1", [own, shared])
+    other = register(ctx, "us-east-1", [shared])
+    out = ec2.deregister_image(ImageId=ami, DeleteAssociatedSnapshots=True)
+    got = sorted((r["SnapshotId"], r["ReturnCode"]) for r in out.get("DeleteSnapshotResults", []))
+    eq(got, sorted([(own, "success"), (shared, "skipped")]), "DeleteSnapshotResults")
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    expect(own not in left and shared in left, f"snapshots left: {left}")
+    eq(image(ctx, "us-east-1", other)["ImageId"], other, "other AMI intact")
+
+
+@check("LC4: DescribeImageReferences finds instances, launch templates and aws:ec2:image parameters")
+def _(ctx: Ctx) -> None:
+    region = "eu-west-3"
+    ec2, ssm = ctx.c("ec2", region), ctx.c("ssm", region)
+    used_i, _ = _lc_image(ctx, region)
+    used_lt, _ = _lc_image(ctx, region)
+    used_p, _ = _lc_image(ctx, region)
+    free, _ = _lc_image(ctx, region)
+    inst = ec2.run_instances(ImageId=used_i, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    lt = ec2.create_launch_template(LaunchTemplateName=uniq("lt"),
+                                    LaunchTemplateData={"ImageId": used_lt})["LaunchTemplate"]["LaunchTemplateId"]
+    name = f"/{uniq('lc4')}/image_id"
+    ssm.put_parameter(Name=name, Value=used_p, Type="String", DataType="aws:ec2:image")
+    out = ec2.describe_image_references(ImageIds=[used_i, used_lt, used_p, free],
+                                        ResourceTypes=[{"ResourceType": t} for t in
+                                                       ("ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter")])
+    got = sorted((r["ImageId"], r["ResourceType"], r["Arn"].rsplit(":", 1)[-1]) for r in out["ImageReferences"])
+    want = sorted([(used_i, "ec2:Instance", f"instance/{inst}"), (used_lt, "ec2:LaunchTemplate", f"launch-template/{lt}"),
+                   (used_p, "ssm:Parameter", f"parameter{name}")])
+    eq(got, want, "references")
+    ec2.terminate_instances(InstanceIds=[inst])
+    out = ec2.describe_image_references(ImageIds=[used_i], IncludeAllResourceTypes=True)
+    eq(out["ImageReferences"], [], "terminated instance is no reference")
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main() -> int:
