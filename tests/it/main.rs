@@ -35,3 +35,5 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// The plugin driven by packer-plugin-sdk v0.6.10's RPC client (our Go host): protobuf and gob.
+mod sdkhost;
