@@ -1,7 +1,7 @@
 //! The composer of the Packer data source `data "amikey-preflight"`: the only module besides
 //! [`crate::postprocessor`] that imports both [`crate::wire`] and [`crate::producer`].
 //!
-//! When a modern Packer (>= 1.7; protobuf protocol, see [`crate::wire::server`]) evaluates the
+//! When a modern Packer (>= 1.7; gob or protobuf protocol, see [`crate::wire::server`]) evaluates the
 //! template, it runs `amikey preflight` for the block's `regions` and exposes, per region, the
 //! resolved key ARN, so `region_kms_key_ids` can be fed from it:
 //!

@@ -70,7 +70,9 @@ pub fn encode_spec(attrs: &[AttrSpec], encoding: SpecEncoding) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // gob primitives (Go encoding/gob: encode.go, decode.go)
 
-fn put_uint(out: &mut Vec<u8>, v: u64) {
+/// Go gob's unsigned integer: one byte below 0x80, else the negated byte count and big-endian
+/// bytes.
+pub(super) fn put_uint(out: &mut Vec<u8>, v: u64) {
     if v < 0x80 {
         out.push(v as u8);
         return;
@@ -81,12 +83,14 @@ fn put_uint(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&bytes[skip..]);
 }
 
-fn put_int(out: &mut Vec<u8>, v: i64) {
+/// Go gob's signed integer (zig-zag into [`put_uint`]).
+pub(super) fn put_int(out: &mut Vec<u8>, v: i64) {
     let u = if v < 0 { ((!v as u64) << 1) | 1 } else { (v as u64) << 1 };
     put_uint(out, u);
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+/// A gob byte string: length, then the bytes.
+pub(super) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_uint(out, b.len() as u64);
     out.extend_from_slice(b);
 }

@@ -15,13 +15,15 @@
 //! - [`hcl_spec`]: the ConfigSpec in gob and protobuf.
 //! - [`cty`]: cty JSON (HCL2 `Configure`) to `serde_json::Value`.
 //! - [`template`]: the subset of Packer's Go-template language for JSON-template mode.
-//! - [`cty_msgpack`]: a data source's `Execute` value as go-cty msgpack.
+//! - [`cty_msgpack`]: a data source's `Execute` value as go-cty msgpack (protobuf mode).
+//! - [`cty_gob`]: the same value as go-cty's own gob (gob mode: Packer 1.7–1.11).
 //! - [`server`]: `PostProcessor.*` and `Datasource.*` dispatch, Ui/Artifact callbacks, the
 //!   result artifact.
 
 pub mod codec;
 pub mod conn;
 pub mod cty;
+pub mod cty_gob;
 pub mod cty_msgpack;
 pub mod describe;
 pub mod handshake;
@@ -152,8 +154,7 @@ pub trait PostProcessor: Send + Sync + 'static {
 /// Packer calls `config_spec`, `configure` once with the evaluated block, then `execute`;
 /// `output_spec` lets it type-check `data.TYPE.NAME.ATTR` references without running it.
 /// Configure arrives as cty JSON in both encodings; `Execute`'s value is go-cty msgpack under
-/// `--protobuf` and a gob-encoded `cty.Value` otherwise (not implemented: see
-/// [`server::DATASOURCE_NEEDS_PROTOBUF`]).
+/// `--protobuf` ([`cty_msgpack`]) and a gob-encoded `cty.Value` otherwise ([`cty_gob`]).
 pub trait Datasource: Send + Sync + 'static {
     /// The HCL2 schema of the block (flat attributes).
     fn config_spec(&self) -> Vec<AttrSpec>;

@@ -216,9 +216,12 @@ fn post_process_err(reply: &Value) -> Option<String> {
     map_get(reply, "Err").and_then(|e| map_get(e, "Message")).and_then(as_text)
 }
 
+/// The environment Packer 1.6.x gives every plugin (its main.go clears both before wrapping).
+const PACKER_1_6_ENV: &[(&str, &str)] = &[("PACKER_LOG", ""), ("PACKER_LOG_PATH", "")];
+
 #[tokio::test]
 async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields() {
-    let plugin = Plugin::start(&[], &[]).await;
+    let plugin = Plugin::start(&[], PACKER_1_6_ENV).await;
     assert!(plugin.line.starts_with("5|unix|/"), "{}", plugin.line);
     let packer = plugin.connect().await;
     // The socket is unlinked once the connection is accepted.
@@ -246,6 +249,35 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
         assert_eq!(a.ty, want, "{}", f.name);
         assert!(!a.required);
     }
+}
+
+#[tokio::test]
+async fn legacy_name_under_packer_1_7_plus_prints_four_fields_and_1_6_gets_a_rename_hint() {
+    // Packer 1.9.4 passes the user's PACKER_LOG/PACKER_LOG_PATH through, or nothing.
+    for env in
+        [&[][..], &[("PACKER_LOG", "1")][..], &[("PACKER_LOG", "1"), ("PACKER_LOG_PATH", "/tmp/x.log")][..]]
+    {
+        let plugin = Plugin::start(&[], env).await;
+        assert!(plugin.line.starts_with("5|0|unix|/"), "{env:?}: {}", plugin.line);
+        let packer = plugin.connect().await;
+        let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
+        let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else { panic!() };
+        assert_eq!(hcl_spec::decode_gob_spec(gob).unwrap(), expected_spec());
+        assert!(!plugin.stderr.lock().unwrap().contains("rename"), "{env:?}");
+    }
+    let plugin = Plugin::start(&[], PACKER_1_6_ENV).await;
+    assert!(plugin.line.starts_with("5|unix|/"), "{}", plugin.line);
+    let _packer = plugin.connect().await;
+    let deadline = tokio::time::Instant::now() + T;
+    while !plugin.stderr.lock().unwrap().contains("rename the binary") {
+        assert!(tokio::time::Instant::now() < deadline, "no rename hint: {}", plugin.stderr.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = plugin.stderr.lock().unwrap().clone();
+    assert!(err.contains("packer-post-processor-amikey to packer-plugin-amikey"), "{err}");
+    // AMIKEY_HANDSHAKE=4 overrides the guess.
+    let plugin = Plugin::start(&[], &[PACKER_1_6_ENV[0], PACKER_1_6_ENV[1], ("AMIKEY_HANDSHAKE", "4")]).await;
+    assert!(plugin.line.starts_with("5|0|unix|/"), "{}", plugin.line);
 }
 
 #[tokio::test]

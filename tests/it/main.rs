@@ -22,7 +22,7 @@ mod conformance;
 mod datasource;
 // Module boundaries: src/wire stands alone.
 mod architecture;
-// Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
+// Real Packer 1.6.6 and 1.9.4: the legacy-named binary on both, data "amikey-preflight" on 1.9.4.
 mod packer;
 // Real Packer 1.6.6 amazon-ebs builds on moto with amikey in the chain: publish, aws/ebs failure,
 // on_violation = "warn", SIGINT during post-processing; skips if `packer` is absent.
@@ -37,3 +37,5 @@ mod resilience;
 mod props;
 // stdout write errors: a closed pipe is ignored, a full disk is exit 2 (lintout).
 mod output;
+// The plugin driven by packer-plugin-sdk v0.6.10's RPC client (our Go host): protobuf and gob.
+mod sdkhost;
