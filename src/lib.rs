@@ -4,6 +4,8 @@
 //! - [`core`]: the pure decide-core (configuration, artifact ids, facts, verification, planning,
 //!   reports). No AWS, no I/O.
 //! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
+//! - [`copy`]: copies into consumer accounts (`amikey copy`, `copy_to`): gathers, runs
+//!   [`core::copy`], copies, then verifies and publishes each copy with [`engine`].
 //! - [`consumer`]: the consumer side (grant, doctor, policy): gathers, runs the core, applies grants.
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
@@ -14,6 +16,7 @@
 pub mod aws;
 pub mod cli;
 pub mod consumer;
+pub mod copy;
 pub mod core;
 pub mod datasource;
 pub mod engine;

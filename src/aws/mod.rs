@@ -5,6 +5,7 @@ pub mod apply;
 pub mod audit;
 pub mod clients;
 pub mod consumer;
+pub mod copy;
 pub mod error;
 pub mod gather;
 
