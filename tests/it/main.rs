@@ -35,3 +35,5 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// `amikey copy` against moto: push into two accounts, pull, preconditions, SIGKILL + re-run.
+mod copy;
