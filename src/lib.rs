@@ -5,6 +5,8 @@
 //!   reports). No AWS, no I/O.
 //! - [`producer`]: the producer side (check, publish, preflight): gathers facts from AWS, runs the
 //!   core, applies the plan.
+//! - [`copy`]: copies into consumer accounts (`amikey copy`, `copy_to`): gathers, runs
+//!   [`core::copy`], copies, then verifies and publishes each copy with [`producer`].
 //! - [`consumer`]: the consumer side (grant, doctor, policy): gathers, runs the core, applies grants.
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
@@ -15,6 +17,7 @@
 pub mod aws;
 pub mod cli;
 pub mod consumer;
+pub mod copy;
 pub mod core;
 pub mod datasource;
 pub mod lint;

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod audit;
 pub mod clients;
+pub mod copy;
 pub mod error;
 pub mod gather;
 pub mod read;

@@ -3,6 +3,7 @@
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
 pub mod audit;
+pub mod copy;
 pub mod doctor;
 pub mod grant;
 pub mod lint;
@@ -80,6 +81,10 @@ makes no write call. Permissions are only added unless --prune."
     Doctor(doctor::DoctorArgs),
     /// Key policies for consumers: generate the statements, merge them, check a key's policy.
     Policy(policy::PolicyArgs),
+    /// Copy the AMIs into consumer accounts, each under its own key; verify and publish there
+    /// (producer push by assumed role, or consumer pull with --from-ssm-path).
+    #[command(after_help = copy::AFTER_HELP)]
+    Copy(copy::CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -314,6 +319,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Grant(a) => grant::run(a).await,
         Command::Doctor(a) => doctor::run(a).await,
         Command::Policy(a) => policy::run(a).await,
+        Command::Copy(a) => copy::run(a).await,
     }
 }
 

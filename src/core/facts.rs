@@ -79,6 +79,10 @@ pub struct ImageFacts {
     pub public: bool,
     /// Block-device mappings in the order AWS lists them.
     pub block_devices: Vec<BlockDevice>,
+    /// The AMI name (carried over to copies).
+    pub name: Option<String>,
+    /// The AMI description (carried over to copies).
+    pub description: Option<String>,
 }
 
 /// One snapshot as DescribeSnapshots reports it.

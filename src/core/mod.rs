@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod audit;
 pub mod config;
+pub mod copy;
 pub mod doctor;
 pub mod facts;
 pub mod grants;

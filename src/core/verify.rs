@@ -319,6 +319,8 @@ mod tests {
                         snapshot_id: Some(s.to_string()),
                     })
                     .collect(),
+                name: None,
+                description: None,
             }),
             snapshots: snaps
                 .iter()

@@ -789,6 +789,7 @@ pub fn check(t: &Template) -> Vec<RawFinding> {
         for chain in &build.chains {
             for pp in chain.iter().filter(|p| p.kind == "amikey") {
                 check_amikey_schema(pp, &mut out);
+                check_amikey_blocks(pp, &mut out);
                 check_amikey_keys(pp, &mut out);
             }
         }
@@ -1449,6 +1450,11 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
             }
             FieldKind::ListOfString => matches!(&a.val, Val::List(l) if l.iter().all(scalar)),
             FieldKind::MapOfString => matches!(&a.val, Val::Map(m) if m.values().all(scalar)),
+            // JSON templates write repeated blocks as a list of objects (or one object).
+            FieldKind::Blocks(_) => {
+                matches!(&a.val, Val::Map(_))
+                    || matches!(&a.val, Val::List(l) if l.iter().all(|x| matches!(x, Val::Map(_))))
+            }
         };
         if !ok {
             push(
@@ -1475,6 +1481,57 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
                 a.pos,
                 format!("amikey `{k}` is \"{v}\"; accepted values: {}", allowed.join(", ")),
                 format!("set {k} = \"{}\"", allowed[0]),
+            );
+        }
+    }
+}
+
+/// Nested blocks of the amikey post-processor (`copy_to { … }`): known block names, their keys,
+/// the required `account`, no AWS managed key.
+fn check_amikey_blocks(pp: &Block, out: &mut Vec<RawFinding>) {
+    for (name, b) in &pp.blocks {
+        let Some(FieldKind::Blocks(nested)) = FIELDS.iter().find(|f| f.name == name).map(|f| f.kind) else {
+            push(
+                out,
+                AMIKEY_UNKNOWN_KEY,
+                b.pos,
+                format!("the amikey post-processor has no block `{name}`; Packer rejects the template"),
+                "the only block amikey accepts is copy_to { … }",
+            );
+            continue;
+        };
+        for (k, a) in &b.attrs {
+            if !nested.iter().any(|f| f.name == k) {
+                let keys: Vec<&str> = nested.iter().map(|f| f.name).collect();
+                push(
+                    out,
+                    AMIKEY_UNKNOWN_KEY,
+                    a.pos,
+                    format!("amikey `{name}` blocks have no key `{k}`; Packer rejects the template"),
+                    format!("accepted keys: {}", keys.join(", ")),
+                );
+            }
+        }
+        if b.attr("account").is_none() {
+            push(
+                out,
+                AMIKEY_INVALID_VALUE,
+                b.pos,
+                format!("amikey `{name}` block without `account`: amikey cannot tell where to copy"),
+                "add account = \"<12-digit consumer account id>\"",
+            );
+        }
+        if let Some(k) = b.string("kms_key_id")
+            && is_aws_managed(k)
+        {
+            push(
+                out,
+                AWS_MANAGED_KEY,
+                b.pos_of("kms_key_id"),
+                format!(
+                    "amikey `{name}` kms_key_id is the AWS-managed key `{k}`; a copy must be under the consumer's own key"
+                ),
+                "use a customer-managed key (an alias that exists in the consumer account in every region works)",
             );
         }
     }
@@ -1541,6 +1598,7 @@ fn example_of(kind: FieldKind) -> &'static str {
         FieldKind::Number => "a number",
         FieldKind::ListOfString => "a list of strings: [\"…\"]",
         FieldKind::MapOfString => "a map of strings: { key = \"…\" }",
+        FieldKind::Blocks(_) => "a block: copy_to { account = \"…\" kms_key_id = \"…\" }",
     }
 }
 

@@ -551,4 +551,23 @@ fn auto_var_file_precedence_matches_packer() {
     // A broken auto var file stops the lint (exit 2), as it stops Packer.
     write("d.auto.pkrvars.hcl", "k = [\n");
     assert!(matches!(lint_paths(&[d.to_path_buf()], &VarInputs::default()), Err(LintError::VarFile { .. })));
+#[test]
+fn copy_to_blocks_are_known_and_their_keys_checked() {
+    let good = ebs(
+        "",
+        "post-processor \"amikey\" {\n    kms_key_id = \"alias/ami\"\n    copy_to {\n      account = \"210987654321\"\n      kms_key_id = \"alias/mine\"\n    }\n  }",
+    );
+    let r = lint("a.pkr.hcl", &good);
+    assert!(r.findings.is_empty(), "{}", render_text(&r));
+    let bad = ebs(
+        "",
+        "post-processor \"amikey\" {\n    kms_key_id = \"alias/ami\"\n    copy_to {\n      acount = \"210987654321\"\n      kms_key_id = \"alias/aws/ebs\"\n    }\n    copy_too {\n      account = \"1\"\n    }\n  }",
+    );
+    let r = lint("a.pkr.hcl", &bad);
+    let got: Vec<&str> = r.findings.iter().map(|f| f.code).collect();
+    assert!(got.contains(&"AMK013"), "{}", render_text(&r));
+    assert!(got.contains(&"AMK014"), "{}", render_text(&r));
+    assert!(got.contains(&"AMK006"), "{}", render_text(&r));
+    let text = render_text(&r);
+    assert!(text.contains("no key `acount`") && text.contains("no block `copy_too`"), "{text}");
 }

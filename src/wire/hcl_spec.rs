@@ -50,6 +50,17 @@ pub struct AttrSpec {
     pub required: bool,
 }
 
+/// One `hcldec.BlockListSpec` whose `Nested` is a flat `hcldec.ObjectSpec` of attributes: a
+/// block that may be repeated (`copy_to { … }` any number of times). HCL decodes it to a list of
+/// objects (empty when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockListSpec {
+    /// The block type name (also its key in the ObjectSpec).
+    pub name: String,
+    /// The attributes of each block.
+    pub nested: Vec<AttrSpec>,
+}
+
 /// How the ConfigSpec is encoded, decided by argv (`--protobuf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecEncoding {
@@ -61,9 +72,18 @@ pub enum SpecEncoding {
 
 /// Encodes `attrs` (a flat object spec) in `encoding`.
 pub fn encode_spec(attrs: &[AttrSpec], encoding: SpecEncoding) -> Vec<u8> {
+    encode_spec_with_blocks(attrs, &[], encoding)
+}
+
+/// Encodes `attrs` plus repeated nested `blocks` in `encoding`.
+pub fn encode_spec_with_blocks(
+    attrs: &[AttrSpec],
+    blocks: &[BlockListSpec],
+    encoding: SpecEncoding,
+) -> Vec<u8> {
     match encoding {
-        SpecEncoding::Gob => encode_gob_spec(attrs),
-        SpecEncoding::Protobuf => to_proto(attrs).encode_to_vec(),
+        SpecEncoding::Gob => encode_gob_spec_with_blocks(attrs, blocks),
+        SpecEncoding::Protobuf => to_proto_with_blocks(attrs, blocks).encode_to_vec(),
     }
 }
 
@@ -164,6 +184,8 @@ const CTY_PRIMITIVE: &str = "github.com/zclconf/go-cty/cty.primitiveType";
 const CTY_LIST: &str = "github.com/zclconf/go-cty/cty.typeList";
 const CTY_MAP: &str = "github.com/zclconf/go-cty/cty.typeMap";
 const HCLDEC_ATTR: &str = "*hcldec.AttrSpec";
+const HCLDEC_BLOCK_LIST: &str = "*hcldec.BlockListSpec";
+const HCLDEC_OBJECT: &str = "github.com/hashicorp/hcl/v2/hcldec.ObjectSpec";
 
 /// The gob stream cty's `Type.GobEncode` produces for `ty`
 /// (`gobType{Version int; Impl interface}`; see go-cty `cty/gob.go`).
@@ -207,6 +229,59 @@ fn cty_gob(ty: &CtyType) -> Vec<u8> {
 /// The gob ConfigSpec: an `hcldec.ObjectSpec` of `*hcldec.AttrSpec`s, types-first layout, keys
 /// sorted.
 pub fn encode_gob_spec(attrs: &[AttrSpec]) -> Vec<u8> {
+    encode_gob_spec_with_blocks(attrs, &[])
+}
+
+/// The body of one `*hcldec.AttrSpec` value.
+fn gob_attr(attr: &AttrSpec) -> Vec<u8> {
+    let mut a = vec![0x01];
+    put_bytes(&mut a, attr.name.as_bytes());
+    a.push(0x01);
+    put_bytes(&mut a, &cty_gob(&attr.ty));
+    if attr.required {
+        a.extend_from_slice(&[0x01, 0x01]);
+    }
+    a.push(0x00);
+    a
+}
+
+/// The map entries of an ObjectSpec of attributes (count, then key / interface value pairs).
+fn gob_object_entries(v: &mut Vec<u8>, attrs: &[AttrSpec], blocks: &[BlockListSpec]) {
+    let mut sorted: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for attr in attrs {
+        let mut e = Vec::new();
+        put_bytes(&mut e, HCLDEC_ATTR.as_bytes());
+        put_int(&mut e, 67);
+        put_bytes(&mut e, &gob_attr(attr));
+        sorted.insert(attr.name.as_str(), e);
+    }
+    for b in blocks {
+        // BlockListSpec{TypeName, Nested: ObjectSpec}; MinItems/MaxItems 0 are omitted.
+        let mut body = vec![0x01];
+        put_bytes(&mut body, b.name.as_bytes());
+        body.push(0x01);
+        put_bytes(&mut body, HCLDEC_OBJECT.as_bytes());
+        put_int(&mut body, 65);
+        let mut nested = vec![0x00]; // singleton: a map is not a struct
+        gob_object_entries(&mut nested, &b.nested, &[]);
+        put_bytes(&mut body, &nested);
+        body.push(0x00);
+        let mut e = Vec::new();
+        put_bytes(&mut e, HCLDEC_BLOCK_LIST.as_bytes());
+        put_int(&mut e, 69);
+        put_bytes(&mut e, &body);
+        sorted.insert(b.name.as_str(), e);
+    }
+    put_uint(v, sorted.len() as u64);
+    for (name, e) in sorted {
+        put_bytes(v, name.as_bytes());
+        v.extend_from_slice(&e);
+    }
+}
+
+/// [`encode_gob_spec`] with repeated nested blocks (`*hcldec.BlockListSpec` of an
+/// `hcldec.ObjectSpec`, the gob names `hcldec`'s own `gob.Register` gives them).
+pub fn encode_gob_spec_with_blocks(attrs: &[AttrSpec], blocks: &[BlockListSpec]) -> Vec<u8> {
     let mut out = Vec::new();
     def_map(&mut out, "ObjectSpec", 65, T_STRING, T_INTERFACE);
     def_gob_encoder(&mut out, "Type", 66);
@@ -223,25 +298,10 @@ pub fn encode_gob_spec(attrs: &[AttrSpec]) -> Vec<u8> {
         69,
         &[("TypeName", T_STRING), ("Nested", T_INTERFACE), ("MinItems", T_INT), ("MaxItems", T_INT)],
     );
-    let sorted: BTreeMap<&str, &AttrSpec> = attrs.iter().map(|a| (a.name.as_str(), a)).collect();
     let mut v = Vec::new();
     put_int(&mut v, 65);
     v.push(0x00); // singleton (non-struct top-level value)
-    put_uint(&mut v, sorted.len() as u64);
-    for (name, attr) in sorted {
-        put_bytes(&mut v, name.as_bytes());
-        put_bytes(&mut v, HCLDEC_ATTR.as_bytes());
-        put_int(&mut v, 67);
-        let mut a = vec![0x01];
-        put_bytes(&mut a, attr.name.as_bytes());
-        a.push(0x01);
-        put_bytes(&mut a, &cty_gob(&attr.ty));
-        if attr.required {
-            a.extend_from_slice(&[0x01, 0x01]);
-        }
-        a.push(0x00);
-        put_bytes(&mut v, &a);
-    }
+    gob_object_entries(&mut v, attrs, blocks);
     put_message(&mut out, &v);
     out
 }
@@ -530,12 +590,26 @@ fn decode_cty(buf: &[u8], depth: usize) -> Result<CtyType, GobError> {
     }
 }
 
-/// Reads a types-first gob ObjectSpec of `*hcldec.AttrSpec`s back into attributes (sorted).
+/// Reads a types-first gob ObjectSpec of `*hcldec.AttrSpec`s back into attributes (sorted);
+/// repeated nested blocks are left out (see [`decode_gob_spec_with_blocks`]).
 pub fn decode_gob_spec(buf: &[u8]) -> Result<Vec<AttrSpec>, GobError> {
+    decode_gob_spec_with_blocks(buf).map(|(a, _)| a)
+}
+
+/// Reads a types-first gob ObjectSpec back into attributes and `BlockListSpec`s (each sorted).
+pub fn decode_gob_spec_with_blocks(buf: &[u8]) -> Result<(Vec<AttrSpec>, Vec<BlockListSpec>), GobError> {
     let GobValue::Map(entries) = Decoder::stream(buf, 0)? else {
         return gerr("ConfigSpec is not a map");
     };
+    gob_object(entries, true)
+}
+
+fn gob_object(
+    entries: Vec<(GobValue, GobValue)>,
+    allow_blocks: bool,
+) -> Result<(Vec<AttrSpec>, Vec<BlockListSpec>), GobError> {
     let mut out = Vec::new();
+    let mut blocks = Vec::new();
     for (k, v) in entries {
         let GobValue::Bytes(key) = k else {
             return gerr("non-string key");
@@ -544,6 +618,24 @@ pub fn decode_gob_spec(buf: &[u8]) -> Result<Vec<AttrSpec>, GobError> {
         let GobValue::Interface(iname, inner) = v else {
             return gerr(format!("{key}: nil spec"));
         };
+        if iname == HCLDEC_BLOCK_LIST && allow_blocks {
+            let GobValue::Struct(fields) = *inner else {
+                return gerr(format!("{key}: BlockListSpec is not a struct"));
+            };
+            let name = match field(&fields, "TypeName") {
+                Some(GobValue::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            };
+            let nested = match field(&fields, "Nested") {
+                Some(GobValue::Interface(n, m)) if n == HCLDEC_OBJECT => match m.as_ref() {
+                    GobValue::Map(e) => gob_object(e.clone(), false)?.0,
+                    _ => return gerr(format!("{key}: Nested is not a map")),
+                },
+                _ => return gerr(format!("{key}: BlockListSpec without an ObjectSpec")),
+            };
+            blocks.push(BlockListSpec { name, nested });
+            continue;
+        }
         if iname != HCLDEC_ATTR {
             return gerr(format!("{key}: unsupported spec {iname}"));
         }
@@ -561,7 +653,8 @@ pub fn decode_gob_spec(buf: &[u8]) -> Result<Vec<AttrSpec>, GobError> {
         out.push(AttrSpec { name, ty: decode_cty(ty, 1)?, required });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    blocks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, blocks))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,19 +678,38 @@ fn proto_type(ty: &CtyType) -> proto::CtyType {
 
 /// The protobuf `Spec{object}` for `attrs`.
 pub fn to_proto(attrs: &[AttrSpec]) -> proto::Spec {
-    let attributes = attrs
-        .iter()
-        .map(|a| {
-            let spec = proto::Spec {
-                block: Some(proto::spec::Block::Attr(proto::Attr {
-                    name: a.name.clone(),
-                    r#type: Some(proto_type(&a.ty)),
-                    required: a.required,
-                })),
-            };
-            (a.name.clone(), spec)
-        })
-        .collect();
+    to_proto_with_blocks(attrs, &[])
+}
+
+fn proto_attr(a: &AttrSpec) -> proto::Spec {
+    proto::Spec {
+        block: Some(proto::spec::Block::Attr(proto::Attr {
+            name: a.name.clone(),
+            r#type: Some(proto_type(&a.ty)),
+            required: a.required,
+        })),
+    }
+}
+
+/// The protobuf `Spec{object}` for `attrs` and repeated nested `blocks` (`BlockList` of an
+/// `Object`).
+pub fn to_proto_with_blocks(attrs: &[AttrSpec], blocks: &[BlockListSpec]) -> proto::Spec {
+    let mut attributes: BTreeMap<String, proto::Spec> =
+        attrs.iter().map(|a| (a.name.clone(), proto_attr(a))).collect();
+    for b in blocks {
+        let nested = proto::Spec {
+            block: Some(proto::spec::Block::Object(proto::Object {
+                attributes: b.nested.iter().map(|a| (a.name.clone(), proto_attr(a))).collect(),
+            })),
+        };
+        let spec = proto::Spec {
+            block: Some(proto::spec::Block::BlockList(Box::new(proto::BlockList {
+                name: b.name.clone(),
+                nested: Some(Box::new(nested)),
+            }))),
+        };
+        attributes.insert(b.name.clone(), spec);
+    }
     proto::Spec { block: Some(proto::spec::Block::Object(proto::Object { attributes })) }
 }
 
@@ -615,24 +727,48 @@ fn from_proto_type(t: &proto::CtyType) -> Option<CtyType> {
     }
 }
 
-/// Reads protobuf ConfigSpec bytes back into attributes (sorted); `None` if they are not a flat
-/// object of attributes.
+/// Reads protobuf ConfigSpec bytes back into attributes (sorted); `None` if they are not an
+/// object of attributes. Repeated nested blocks are left out (see
+/// [`decode_proto_spec_with_blocks`]).
 pub fn decode_proto_spec(buf: &[u8]) -> Option<Vec<AttrSpec>> {
-    let spec = proto::Spec::decode(buf).ok()?;
-    let Some(proto::spec::Block::Object(obj)) = spec.block else {
-        return None;
-    };
-    obj.attributes
-        .values()
-        .map(|s| match &s.block {
-            Some(proto::spec::Block::Attr(a)) => Some(AttrSpec {
+    decode_proto_spec_with_blocks(buf).map(|(a, _)| a)
+}
+
+fn proto_attrs(obj: &proto::Object, blocks: Option<&mut Vec<BlockListSpec>>) -> Option<Vec<AttrSpec>> {
+    let mut out = Vec::new();
+    let mut blocks = blocks;
+    for s in obj.attributes.values() {
+        match &s.block {
+            Some(proto::spec::Block::Attr(a)) => out.push(AttrSpec {
                 name: a.name.clone(),
                 ty: from_proto_type(a.r#type.as_ref()?)?,
                 required: a.required,
             }),
-            _ => None,
-        })
-        .collect()
+            Some(proto::spec::Block::BlockList(b)) => {
+                let list = blocks.as_mut()?;
+                let Some(proto::spec::Block::Object(o)) = b.nested.as_ref()?.block.as_ref() else {
+                    return None;
+                };
+                list.push(BlockListSpec { name: b.name.clone(), nested: proto_attrs(o, None)? });
+            }
+            _ => return None,
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(out)
+}
+
+/// Reads protobuf ConfigSpec bytes back into attributes and `BlockList`s of flat objects (each
+/// sorted); `None` for anything else.
+pub fn decode_proto_spec_with_blocks(buf: &[u8]) -> Option<(Vec<AttrSpec>, Vec<BlockListSpec>)> {
+    let spec = proto::Spec::decode(buf).ok()?;
+    let Some(proto::spec::Block::Object(obj)) = spec.block else {
+        return None;
+    };
+    let mut blocks = Vec::new();
+    let attrs = proto_attrs(&obj, Some(&mut blocks))?;
+    blocks.sort_by(|a, b| a.name.cmp(&b.name));
+    Some((attrs, blocks))
 }
 
 #[cfg(test)]
@@ -744,6 +880,26 @@ mod tests {
         let mut sorted = spec.clone();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(decode_proto_spec(&bytes).unwrap(), sorted);
+    }
+
+    #[test]
+    fn block_lists_round_trip_in_both_encodings() {
+        let attrs = vec![attr("kms_key_id", CtyType::String)];
+        let blocks = vec![BlockListSpec {
+            name: "copy_to".into(),
+            nested: vec![
+                attr("account", CtyType::String),
+                attr("regions", CtyType::List(Box::new(CtyType::String))),
+            ],
+        }];
+        let gob = encode_gob_spec_with_blocks(&attrs, &blocks);
+        assert_eq!(decode_gob_spec_with_blocks(&gob).unwrap(), (attrs.clone(), blocks.clone()));
+        assert_eq!(decode_gob_spec(&gob).unwrap(), attrs);
+        // The nested ObjectSpec travels under hcldec's registered gob name.
+        assert!(gob.windows(HCLDEC_OBJECT.len()).any(|w| w == HCLDEC_OBJECT.as_bytes()));
+        let pb = encode_spec_with_blocks(&attrs, &blocks, SpecEncoding::Protobuf);
+        assert_eq!(decode_proto_spec_with_blocks(&pb).unwrap(), (attrs.clone(), blocks));
+        assert_eq!(decode_proto_spec(&pb).unwrap(), attrs);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::future::Future;
 
 use tokio_util::sync::CancellationToken;
 
-pub use hcl_spec::{AttrSpec, CtyType};
+pub use hcl_spec::{AttrSpec, BlockListSpec, CtyType};
 
 /// The arguments of `PostProcessor.Configure`, decoded by template mode.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +140,10 @@ pub struct ResultArtifact {
 pub trait PostProcessor: Send + Sync + 'static {
     /// The HCL2 schema (flat attributes).
     fn config_spec(&self) -> Vec<AttrSpec>;
+    /// Repeated nested blocks of the schema (`copy_to { … }`); none by default.
+    fn config_blocks(&self) -> Vec<BlockListSpec> {
+        Vec::new()
+    }
     /// Validates and stores the configuration; the error is shown to the user verbatim.
     fn configure(&self, req: ConfigureRequest) -> Result<(), String>;
     /// Does the work. An error makes Packer report "Post-processor failed" and (for the first

@@ -224,7 +224,11 @@ impl<P: PostProcessor> Service for PostProcessorServer<P> {
         Box::pin(async move {
             match method.as_str() {
                 methods::CONFIG_SPEC => {
-                    let bytes = hcl_spec::encode_spec(&self.pp.config_spec(), self.spec);
+                    let bytes = hcl_spec::encode_spec_with_blocks(
+                        &self.pp.config_spec(),
+                        &self.pp.config_blocks(),
+                        self.spec,
+                    );
                     Ok(struct_value(vec![("ConfigSpec", Value::Binary(bytes))]))
                 }
                 methods::CONFIGURE => {

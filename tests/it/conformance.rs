@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use amikey::core::config::FIELDS;
+use amikey::core::config::{FIELDS, FieldKind};
 use amikey::wire::codec::{as_text, map_get, str_value, struct_value};
 use amikey::wire::conn::{RpcClient, Service, serve_rpc};
 use amikey::wire::handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
@@ -187,7 +187,7 @@ fn packer_json_args(user: Value) -> Vec<Value> {
 fn hcl2_args(value: serde_json::Value) -> Vec<Value> {
     let mut types = serde_json::Map::new();
     let mut full = serde_json::Map::new();
-    for f in FIELDS {
+    for f in FIELDS.iter().filter(|f| !matches!(f.kind, FieldKind::Blocks(_))) {
         let t = match f.kind.hcl() {
             "list(string)" => serde_json::json!(["list", "string"]),
             "map(string)" => serde_json::json!(["map", "string"]),
@@ -230,11 +230,13 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
     let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else {
         panic!("no bin ConfigSpec: {reply}")
     };
-    let spec = hcl_spec::decode_gob_spec(gob).unwrap();
+    let (spec, blocks) = hcl_spec::decode_gob_spec_with_blocks(gob).unwrap();
     assert_eq!(spec, expected_spec());
-    assert_eq!(spec.len(), FIELDS.len());
+    assert_eq!(blocks, amikey::postprocessor::config_blocks());
+    assert_eq!(spec.len() + blocks.len(), FIELDS.len());
     for (a, f) in spec.iter().zip({
-        let mut f = FIELDS.to_vec();
+        let mut f: Vec<_> =
+            FIELDS.iter().filter(|f| !matches!(f.kind, FieldKind::Blocks(_))).copied().collect();
         f.sort_by_key(|f| f.name);
         f
     }) {
@@ -288,7 +290,10 @@ async fn modern_start_prints_four_fields_and_serves_a_protobuf_spec() {
     let packer = plugin.connect().await;
     let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
     let Some(Value::Binary(pb)) = map_get(&reply, "ConfigSpec") else { panic!("no bin ConfigSpec") };
-    assert_eq!(hcl_spec::decode_proto_spec(pb).unwrap(), expected_spec());
+    assert_eq!(
+        hcl_spec::decode_proto_spec_with_blocks(pb).unwrap(),
+        (expected_spec(), amikey::postprocessor::config_blocks())
+    );
 }
 
 #[tokio::test]

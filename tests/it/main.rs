@@ -39,3 +39,5 @@ mod props;
 mod output;
 // The plugin driven by packer-plugin-sdk v0.6.10's RPC client (our Go host): protobuf and gob.
 mod sdkhost;
+// `amikey copy` against moto: push into two accounts, pull, preconditions, SIGKILL + re-run.
+mod copy;

@@ -912,6 +912,70 @@ def _(ctx: Ctx) -> None:
     ec2.terminate_instances(InstanceIds=[inst])
     out = ec2.describe_image_references(ImageIds=[used_i], IncludeAllResourceTypes=True)
     eq(out["ImageReferences"], [], "terminated instance is no reference")
+# ------------------------------------------------------------------------------------------------ copy (C1)
+
+def copy_fixture(ctx: Ctx, share_snapshots: bool = True) -> tuple[str, str, str]:
+    """A's encrypted AMI in us-east-1 shared with B (launch permission; snapshots unless told not to);
+    B's own key behind alias/mine. Returns (ami, snapshot, B's key ARN)."""
+    ami, snap = shared_fixture(ctx, share=False)
+    ctx.c("ec2").modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"UserId": B}]})
+    if share_snapshots:
+        ctx.c("ec2").modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
+                                               CreateVolumePermission={"Add": [{"UserId": B}]})
+    alias = f"alias/{uniq('mine')}"
+    b_key = make_key(ctx, account=B, alias=alias)
+    return ami, snap, alias
+
+
+COPY_TAGS = [{"ResourceType": "image", "Tags": [{"Key": "amikey:source-image-id", "Value": "SRC"},
+                                                {"Key": "managed-by", "Value": "amikey"}]},
+             {"ResourceType": "snapshot", "Tags": [{"Key": "amikey:source-image-id", "Value": "SRC"}]}]
+
+
+def copy_tags(src: str) -> list[dict[str, Any]]:
+    return json.loads(json.dumps(COPY_TAGS).replace("SRC", src))
+
+
+@check("C1: B copies A's shared AMI under B's own key alias; tags on image and snapshots; found by tag")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx)
+    b = ctx.c("ec2", account=B)
+    new = b.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name=uniq("copy"), Encrypted=True,
+                       KmsKeyId=alias, ClientToken=uniq("tok"), TagSpecifications=copy_tags(ami))["ImageId"]
+    b_arn = ctx.c("kms", account=B).describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    snaps = snapshots_of(ctx, "us-east-1", new, account=B)
+    eq([(s["Encrypted"], s["KmsKeyId"], s["OwnerId"]) for s in snaps], [(True, b_arn, B)], "copy's snapshots")
+    img = image(ctx, "us-east-1", new, account=B)
+    eq(img["OwnerId"], B, "copy owner")
+    eq(sorted((t["Key"], t["Value"]) for t in img.get("Tags", [])),
+       [("amikey:source-image-id", ami), ("managed-by", "amikey")], "image tags")
+    eq([(t["Key"], t["Value"]) for t in snaps[0].get("Tags", [])], [("amikey:source-image-id", ami)], "snapshot tags")
+    found = b.describe_images(Owners=["self"], Filters=[{"Name": "tag:amikey:source-image-id", "Values": [ami]}])
+    eq([i["ImageId"] for i in found["Images"]], [new], "DescribeImages by tag")
+
+
+@check("C1: CopyImage of a shared AMI without createVolumePermission is AuthFailure and creates nothing")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx, share_snapshots=False)
+    b = ctx.c("ec2", account=B)
+    before = len(b.describe_images(Owners=["self"])["Images"])
+    eq(error_code(lambda: b.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name=uniq("copy"),
+                                       Encrypted=True, KmsKeyId=alias)), "AuthFailure", "copy without snapshot share")
+    eq(len(b.describe_images(Owners=["self"])["Images"]), before, "images created")
+
+
+@check("C1: the same ClientToken returns the same ImageId and creates no second copy")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx)
+    b = ctx.c("ec2", account=B)
+    token = uniq("tok")
+    args = dict(SourceImageId=ami, SourceRegion="us-east-1", Name=uniq("copy"), Encrypted=True, KmsKeyId=alias,
+                ClientToken=token)
+    first = b.copy_image(**args)["ImageId"]
+    second = b.copy_image(**args)["ImageId"]
+    eq(second, first, "ImageId for the same token")
+    other = b.copy_image(**{**args, "ClientToken": uniq("tok"), "Name": uniq("copy")})["ImageId"]
+    expect(other != first, "a new token makes a new copy")
 
 
 # ------------------------------------------------------------------------------------------------ main

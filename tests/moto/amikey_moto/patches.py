@@ -1190,6 +1190,56 @@ def patch_LC4() -> None:
         return ActionResult({"ImageReferences": refs})
 
     EC2Response.describe_image_references = describe_image_references
+# Copy into consumer accounts (amikey copy / copy_to)
+# --------------------------------------------------------------------------------------------------
+
+
+def patch_C1() -> None:
+    """C1 — CopyImage as a consumer account copies a shared AMI, like AWS:
+
+    * the source of another account must be shared with the caller by launch permission (E5) *and*
+      every source snapshot by ``createVolumePermission``; otherwise ``AuthFailure`` ("You do not have
+      permission to access the storage of this ami"), and nothing is created;
+    * ``ClientToken`` is idempotent per account and region: the same token returns the same ImageId and
+      creates nothing (vanilla makes a new image each time);
+    * ``TagSpecifications`` (``image`` and ``snapshot``) are applied to the new image and its snapshots
+      (vanilla ignores them).
+    Encryption under the requested key (resolved in the caller's account) is E1's."""
+    (EC2Response,) = _import("C1", "moto.ec2.responses", "EC2Response")
+    _import("C1", "moto.ec2.utils", "convert_tag_spec")
+    previous = _need(EC2Response, "copy_image", "C1")
+
+    def copy_image(self: Any) -> Any:
+        me = self.current_account
+        dest = self.ec2_backend
+        token = self._get_param("ClientToken")
+        tokens = dest.__dict__.setdefault("amikey_copy_tokens", {})
+        if token and token in tokens and tokens[token] in dest.amis:
+            from moto.core.responses import ActionResult
+
+            return ActionResult({"ImageId": tokens[token]})
+        source_region = self._get_param("SourceRegion") or self.region
+        source = find_visible_image(me, source_region, self._get_param("SourceImageId"))
+        if source.owner_id != me:
+            for b in ami_bdms(source):
+                snap = (b.get("Ebs") or {}).get("snapshot")
+                if snap is not None and snap.owner_id != me and not _snapshot_visible_to(snap, me):
+                    raise _ec2_error("AuthFailure", "You do not have permission to access the storage of this ami")
+        tag_specs = self._parse_tag_specification()
+        result = previous(self)
+        ami_id = result.result["ImageId"]
+        if token:
+            tokens[token] = ami_id
+        ami = dest.amis[ami_id]
+        if tag_specs.get("image"):
+            dest.create_tags([ami_id], tag_specs["image"])
+        if tag_specs.get("snapshot"):
+            snaps = [b["Ebs"]["snapshot"].id for b in ami_bdms(ami) if (b.get("Ebs") or {}).get("snapshot") is not None]
+            if snaps:
+                dest.create_tags(snaps, tag_specs["snapshot"])
+        return result
+
+    EC2Response.copy_image = copy_image
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1215,6 +1265,7 @@ PATCHES: list[tuple[str, Callable[[], None]]] = [
     ("LC2", patch_LC2),
     ("LC3", patch_LC3),
     ("LC4", patch_LC4),
+    ("C1", patch_C1),
 ]
 
 
