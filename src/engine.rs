@@ -353,6 +353,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut key_policy_warnings = Vec::new();
     for (f, r) in facts.iter().zip(report.regions.iter_mut()) {
         if !r.findings.is_empty() {
             continue;
@@ -361,7 +362,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
         match policy {
             Ok(text) => {
                 let (w, found) = crate::core::policy::publish_check(&r.region, &r.ami_id, &key, text, &accounts, fail);
-                report.warnings.extend(w);
+                key_policy_warnings.extend(w);
                 r.findings.extend(found);
             }
             Err(e) if !fail => report.warnings.push(format!(
@@ -380,6 +381,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
             }
         }
     }
+    report.add_key_policy_warnings(key_policy_warnings);
     Ok(())
 }
 
