@@ -430,7 +430,8 @@ impl AmikeyPostProcessor {
             };
         }
         // check_key_policy = "warn": consumers that the key policy would stop, said but not failed.
-        for w in &report.warnings {
+        // Grouped per consumer account (the full text of each is in the CLI's -v / --format json).
+        for w in report.warning_texts(crate::core::report::TextOptions::default()) {
             let _ = ctx.ui.message(&format!("amikey warning: {w}")).await;
         }
         let _ = ctx.ui.say(&format!("amikey: {}", report.summary())).await;

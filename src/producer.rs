@@ -358,6 +358,7 @@ fn key_policy_check(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut key_policy_warnings = Vec::new();
     for (f, r) in facts.iter().zip(report.regions.iter_mut()) {
         if !r.findings.is_empty() {
             continue;
@@ -366,7 +367,7 @@ fn key_policy_check(
         match policy {
             Ok(text) => {
                 let (w, found) = crate::core::policy::publish_check(&r.region, &r.ami_id, &key, text, &accounts, fail);
-                report.warnings.extend(w);
+                key_policy_warnings.extend(w);
                 r.findings.extend(found);
             }
             Err(e) if !fail => report.warnings.push(format!(
@@ -385,6 +386,7 @@ fn key_policy_check(
             }
         }
     }
+    report.add_key_policy_warnings(key_policy_warnings);
     Ok(())
 }
 

@@ -131,7 +131,8 @@ struct OutArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// More detail on stderr (-v progress, -vv debug logs).
+    /// More detail: -v progress on stderr, every warning in full and every unchanged item on
+    /// stdout (text; JSON always has them); -vv also debug logs.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// HCL file with the post-processor block's keys (flags override it).
@@ -274,7 +275,7 @@ async fn run_producer(
         }
     });
     let report = producer::run(&settings, &amis, opts, &progress, &cancel).await?;
-    output::print_report(&report, out.format);
+    output::print_report(&report, out.format, out.verbose > 0);
     Ok(if report.has_errors() {
         ExitCode::from(2)
     } else if !report.findings().is_empty() {

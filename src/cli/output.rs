@@ -120,10 +120,11 @@ struct JsonReport<'a> {
     clean: bool,
 }
 
-/// Prints a report in the chosen format.
-pub fn print_report(report: &Report, format: Format) {
+/// Prints a report in the chosen format; `verbose` (text): every warning in full and every
+/// unchanged item (JSON always has everything).
+pub fn print_report(report: &Report, format: Format, verbose: bool) {
     match format {
-        Format::Text => stdout(&report.render_text()),
+        Format::Text => stdout(&report.render_text_with(crate::core::report::TextOptions { verbose })),
         Format::Json => {
             let j = JsonReport { report, summary: report.summary(), clean: report.is_clean() };
             match serde_json::to_string_pretty(&j) {
