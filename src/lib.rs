@@ -5,6 +5,7 @@
 //!   reports). No AWS, no I/O.
 //! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
 //! - [`consumer`]: the consumer side (grant, doctor, policy): gathers, runs the core, applies grants.
+//! - [`lifecycle`]: deprecation/protection read-back on publish, `retire`, `rollback`.
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
 //! - [`cli`]: the `amikey` command line.
@@ -17,6 +18,7 @@ pub mod consumer;
 pub mod core;
 pub mod datasource;
 pub mod engine;
+pub mod lifecycle;
 pub mod lint;
 pub mod postprocessor;
 pub mod wire;

@@ -30,8 +30,13 @@ pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option
             return Err(err);
         }
     };
-    Ok(out.images().iter().find(|i| i.image_id() == Some(ami)).map(|i| ImageFacts {
-        ami_id: ami.to_string(),
+    Ok(out.images().iter().find(|i| i.image_id() == Some(ami)).map(image_facts))
+}
+
+/// One DescribeImages entry as [`ImageFacts`].
+pub fn image_facts(i: &aws_sdk_ec2::types::Image) -> ImageFacts {
+    ImageFacts {
+        ami_id: i.image_id().unwrap_or_default().to_string(),
         state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
         owner: i.owner_id().map(str::to_string),
         public: i.public().unwrap_or(false),
@@ -43,7 +48,10 @@ pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option
                 snapshot_id: b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string),
             })
             .collect(),
-    }))
+        creation_date: i.creation_date().map(str::to_string),
+        deprecation_time: i.deprecation_time().map(str::to_string),
+        deregistration_protection: i.deregistration_protection().map(str::to_string),
+    }
 }
 
 /// DescribeSnapshots for several ids at once; ids that do not exist are left out.

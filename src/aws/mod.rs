@@ -7,6 +7,7 @@ pub mod clients;
 pub mod consumer;
 pub mod error;
 pub mod gather;
+pub mod lifecycle;
 
 pub use clients::{Aws, AwsOptions};
 pub use error::AwsError;

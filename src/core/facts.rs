@@ -95,6 +95,12 @@ pub struct ImageFacts {
     pub public: bool,
     /// Block-device mappings in the order AWS lists them.
     pub block_devices: Vec<BlockDevice>,
+    /// `CreationDate` as AWS reports it (RFC 3339).
+    pub creation_date: Option<String>,
+    /// `DeprecationTime` (RFC 3339), when deprecation is set.
+    pub deprecation_time: Option<String>,
+    /// `DeregistrationProtection`: `disabled`, `enabled`, `enabled-with-cooldown`, `disabled-until …`.
+    pub deregistration_protection: Option<String>,
 }
 
 /// One snapshot as DescribeSnapshots reports it.

@@ -319,6 +319,9 @@ mod tests {
                         snapshot_id: Some(s.to_string()),
                     })
                     .collect(),
+                creation_date: None,
+                deprecation_time: None,
+                deregistration_protection: None,
             }),
             snapshots: snaps
                 .iter()
