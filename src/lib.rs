@@ -3,22 +3,23 @@
 //! # Layout
 //! - [`core`]: the pure decide-core (configuration, artifact ids, facts, verification, planning,
 //!   reports). No AWS, no I/O.
-//! - [`engine`]: gathers facts from AWS, runs the core, applies the plan (check / publish).
+//! - [`producer`]: the producer side (check, publish, preflight): gathers facts from AWS, runs the
+//!   core, applies the plan.
 //! - [`consumer`]: the consumer side (grant, doctor, policy): gathers, runs the core, applies grants.
 //! - [`lifecycle`]: deprecation/protection read-back on publish, `retire`, `rollback`.
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
 //! - [`cli`]: the `amikey` command line.
 //! - [`lint`]: `amikey lint` over Packer templates (HCL2, JSON); no AWS.
-//! - [`postprocessor`]: the Packer post-processor, composing `wire` with `core` and `engine`.
+//! - [`postprocessor`]: the Packer post-processor, composing `wire` with `core` and `producer`.
 
 pub mod aws;
 pub mod cli;
 pub mod consumer;
 pub mod core;
 pub mod datasource;
-pub mod engine;
 pub mod lifecycle;
 pub mod lint;
 pub mod postprocessor;
+pub mod producer;
 pub mod wire;

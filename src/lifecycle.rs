@@ -1,7 +1,7 @@
 //! The composer of the AMI lifecycle: the read-back of deprecation and protection after
 //! `publish`, `retire` (gather the lineage per region, decide with
 //! [`crate::core::lifecycle::plan_retire`], unshare and deregister) and `rollback` (verify the
-//! target images with the same engine run as `publish`, then re-point the parameters).
+//! target images with the same producer run as `publish`, then re-point the parameters).
 //!
 //! Order of work for `retire`: every region in parallel: parameter history → images →
 //! references → decision → sharing of the images to retire → final decision. Nothing is written
@@ -24,7 +24,7 @@ use crate::core::lifecycle::{
 };
 use crate::core::plan::{PARAMETER_SUFFIXES, Write};
 use crate::core::report::{ActionReport, Report, Status};
-use crate::engine::{self, EngineError, Mode, Progress, RunOptions};
+use crate::producer::{self, Mode, Progress, ProducerError as EngineError, RunOptions};
 
 /// After `publish` wrote deprecation or protection: DescribeImages again in those regions and
 /// turn any action whose state does not read back as wanted into a failure.
@@ -495,7 +495,7 @@ pub enum RollbackTarget {
 /// Why `rollback` changed nothing, or what it did.
 #[derive(Debug)]
 pub enum RollbackOutcome {
-    /// The engine's publish report (dry run or real).
+    /// The producer's publish report (dry run or real).
     Done(Report),
     /// Verification found problems: nothing was changed (the dry-run report says why).
     Refused(Report),
@@ -636,7 +636,7 @@ pub async fn rollback(
     let listed: Vec<String> = amis.0.iter().map(|(r, a)| format!("{r} {a}")).collect();
     progress.say(&format!("Rolling back {path} to {}", listed.join(", ")));
     let plan =
-        engine::run_with(&aws, &intent, RunOptions { mode: Mode::Publish, dry_run: true }, progress, cancel)
+        producer::run_with(&aws, &intent, RunOptions { mode: Mode::Publish, dry_run: true }, progress, cancel)
             .await?;
     if !plan.findings().is_empty() || plan.has_errors() {
         return Ok(RollbackOutcome::Refused(relabel(plan)));
@@ -649,7 +649,7 @@ pub async fn rollback(
         return Ok(RollbackOutcome::Done(relabel(plan)));
     }
     let mut report =
-        engine::run_with(&aws, &intent, RunOptions { mode: Mode::Publish, dry_run: false }, progress, cancel)
+        producer::run_with(&aws, &intent, RunOptions { mode: Mode::Publish, dry_run: false }, progress, cancel)
             .await?;
     for a in &mut report.actions {
         if let Some(e) = &a.error

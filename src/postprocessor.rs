@@ -1,5 +1,5 @@
 //! The composer of the Packer post-processor: the only module that imports both [`crate::wire`]
-//! (Packer's protocol) and [`crate::core`]/[`crate::engine`] (amikey's domain).
+//! (Packer's protocol) and [`crate::core`]/[`crate::producer`] (amikey's domain).
 //!
 //! * **ConfigSpec** is generated from [`FIELDS`], so the gob and protobuf schemas can never drift
 //!   from [`Settings`]: flat, all optional.
@@ -10,7 +10,7 @@
 //!   (dropped); the first call carries `<unknown>` placeholders for `build.*` values, and those
 //!   attributes are skipped rather than failed. Unknown keys and wrong types are errors naming
 //!   the key. The last good [`Settings`] is kept.
-//! * **PostProcess** accepts Amazon AMI builders only, runs `engine::run(Publish)` and returns a
+//! * **PostProcess** accepts Amazon AMI builders only, runs `producer::run(Publish)` and returns a
 //!   pass-through artifact (same `Id` and `BuilderId`, so later amazon-aware post-processors keep
 //!   working) with `Keep` and `ForceOverride` set: returning an error or `Keep=false` makes
 //!   Packer destroy the builder's AMIs (PROTOCOL.md §5.5).
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use crate::core::artifact::AmiSet;
 use crate::core::config::{FIELDS, FieldKind, OnViolation, Settings};
 use crate::core::report::Report;
-use crate::engine::{self, Mode, Progress, RunOptions};
+use crate::producer::{self, Mode, Progress, RunOptions};
 use crate::wire::template::{self, TemplateContext};
 use crate::wire::{
     AttrSpec, ConfigureRequest, CtyType, InputArtifact, PostProcessContext, PostProcessor, ResultArtifact, Ui,
@@ -252,7 +252,7 @@ impl PostProcessor for AmikeyPostProcessor {
                 r => r,
             },
             () = cancel.cancelled() => {
-                // The engine sees the same token: it stops reading at once and starts no new
+                // The producer run sees the same token: it stops reading at once and starts no new
                 // write, but lets writes already sent finish, so an SSM parameter set or a
                 // permission is never left half-written. Dropping the run here instead would
                 // abandon requests AWS may still apply, and we could not say what was done.
@@ -276,7 +276,7 @@ enum Line {
     Message(String),
 }
 
-/// [`Progress`] over a channel: the engine's sync callbacks become queued Ui calls.
+/// [`Progress`] over a channel: the producer's sync callbacks become queued Ui calls.
 struct ChannelProgress(mpsc::UnboundedSender<Line>);
 
 impl Progress for ChannelProgress {
@@ -308,7 +308,7 @@ impl AmikeyPostProcessor {
         let run = async {
             let progress = ChannelProgress(tx);
             let opts = RunOptions { mode: Mode::Publish, dry_run: false };
-            engine::run(&settings, &amis, opts, &progress, &ctx.cancel).await
+            producer::run(&settings, &amis, opts, &progress, &ctx.cancel).await
         };
         let forward = async {
             while let Some(line) = rx.recv().await {

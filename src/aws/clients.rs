@@ -173,7 +173,7 @@ impl Aws {
             .into_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
-        let who = crate::core::facts::arn_account(role_arn).unwrap_or(role_arn).to_string();
+        let who = crate::core::ids::arn_account(role_arn).unwrap_or(role_arn).to_string();
         Aws { base, home_region: self.home_region.clone(), who }
     }
 

@@ -323,7 +323,7 @@ async fn gather(
             },
             async {
                 let k = policy_key?;
-                Some(crate::aws::consumer::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
+                Some(super::read::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
             }
         );
         let snapshots = snapshots?;
@@ -417,7 +417,7 @@ pub async fn gather_preflight(
                 // A key ARN names its region: describe it there, so a key from another region
                 // is reported as such (KEY_WRONG_REGION) rather than as missing.
                 Some(k) => {
-                    let home = crate::core::facts::arn_region(k).filter(|r| !r.is_empty()).unwrap_or(region);
+                    let home = crate::core::ids::arn_region(k).unwrap_or(region);
                     describe_key(aws, home, k, false).await.map(Some)
                 }
                 None => Ok(None),
@@ -438,7 +438,7 @@ pub async fn gather_preflight(
     let intended = intended?;
     let key_policy = match &intended {
         Some(KeyLookup::Found(k)) if !consumers.is_empty() => {
-            let home = crate::core::facts::arn_region(&k.arn).filter(|r| !r.is_empty()).unwrap_or(region);
+            let home = crate::core::ids::arn_region(&k.arn).unwrap_or(region);
             match aws.kms(home).get_key_policy().key_id(&k.arn).policy_name("default").send().await {
                 Ok(out) => Some(KeyPolicyLookup::Found(out.policy.unwrap_or_default())),
                 Err(e) => {

@@ -13,7 +13,7 @@ use crate::aws::audit::{Limit, enabled_regions, gather_audit_region};
 use crate::aws::{Aws, AwsOptions};
 use crate::core::artifact::valid_region;
 use crate::core::audit::{AuditError, AuditReport};
-use crate::engine::Progress;
+use crate::producer::Progress;
 
 /// Flags of `amikey audit`.
 #[derive(Debug, Args)]

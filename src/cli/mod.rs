@@ -1,5 +1,5 @@
 //! The `amikey` command line: clap definitions, turning flags (and an optional HCL `--config`
-//! file with the post-processor's keys) into [`Settings`], running the engine, printing through
+//! file with the post-processor's keys) into [`Settings`], running the producer, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
 pub mod audit;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::artifact::AmiSet;
 use crate::core::config::Settings;
-use crate::engine::{self, Mode, RunOptions};
+use crate::producer::{self, Mode, RunOptions};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -233,9 +233,9 @@ pub enum CliError {
     /// Bad flags or config file.
     #[error("{0}")]
     Input(String),
-    /// The engine failed.
+    /// The producer run (check, publish) failed.
     #[error(transparent)]
-    Engine(#[from] engine::EngineError),
+    Producer(#[from] producer::ProducerError),
 }
 
 fn load_config(path: &Option<PathBuf>) -> Result<Settings, CliError> {
@@ -297,7 +297,7 @@ fn ami_set(a: &AmiArgs, skip: bool) -> Result<AmiSet, CliError> {
     AmiSet::from_pairs(entries, skip).map_err(|e| CliError::Input(e.to_string()))
 }
 
-async fn run_engine(
+async fn run_producer(
     settings: Settings,
     amis: AmiSet,
     opts: RunOptions,
@@ -311,7 +311,7 @@ async fn run_engine(
             ctrl_c.cancel();
         }
     });
-    let report = engine::run(&settings, &amis, opts, &progress, &cancel).await?;
+    let report = producer::run(&settings, &amis, opts, &progress, &cancel).await?;
     output::print_report(&report, out.format);
     Ok(if report.has_errors() {
         ExitCode::from(2)
@@ -329,7 +329,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let mut s = load_config(&a.out.config)?;
             overlay_common(&mut s, &a.keys, &a.aws)?;
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
-            run_engine(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
+            run_producer(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
         }
         Command::Preflight(a) => preflight::run(a).await,
         Command::Lint(a) => lint::run(a).await,
@@ -353,7 +353,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             s.allow_public |= a.allow_public;
             overlay_lifecycle(&mut s, &a.lifecycle);
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
-            run_engine(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
+            run_producer(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
         }
         Command::Grant(a) => grant::run(a).await,
         Command::Doctor(a) => doctor::run(a).await,
@@ -373,11 +373,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let code = match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             output::error(&e.to_string());
             ExitCode::from(2)
         }
-    }
+    };
+    output::exit_code(code)
 }

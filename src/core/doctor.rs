@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::core::grants::{ExistingGrant, Grantee, catalog_entry, explain_access_denied, satisfies};
+use crate::core::ids::{arn_region, is_aws_managed_alias};
 use crate::core::policy::generate_command;
 
 /// Who manages a KMS key (`DescribeKey` `KeyManager`).
@@ -277,10 +278,6 @@ fn grant_command(grantee: &Grantee, key_arn: &str) -> String {
         }
         Grantee::Role { arn } => format!("amikey grant --key-arn {key_arn} --grantee-role {arn}"),
     }
-}
-
-fn is_aws_managed_alias(key: &str) -> bool {
-    key.ends_with("alias/aws/ebs")
 }
 
 /// Runs the checklist over `facts` at time `now` (Unix seconds).
@@ -604,7 +601,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 checks.push(check(id, title, Status::Skip, "create the service-linked role first", None));
                 continue;
             }
-            let region_of_key = crate::core::policy::arn_region(k).unwrap_or(region);
+            let region_of_key = arn_region(k).unwrap_or(region);
             if role.grants.iter().any(|g| satisfies(g, k, region_of_key, &role.role_arn, &ops)) {
                 checks.push(check(
                     id,
@@ -661,7 +658,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 };
                 let covered = roles.iter().filter(|r| r.grantee.operations().is_ok()).all(|r| {
                     r.grantee.operations().is_ok_and(|ops| {
-                        let reg = crate::core::policy::arn_region(other).unwrap_or(region);
+                        let reg = arn_region(other).unwrap_or(region);
                         r.grants.iter().any(|g| satisfies(g, other, reg, &r.role_arn, &ops))
                     })
                 });
@@ -760,7 +757,7 @@ mod tests {
     fn grant(key: &str, ops: &[&str]) -> ExistingGrant {
         ExistingGrant {
             key_arn: key.into(),
-            region: crate::core::policy::arn_region(key).unwrap_or_default().into(),
+            region: arn_region(key).unwrap_or_default().into(),
             grant_id: "g1".into(),
             name: None,
             grantee_arn: asg_arn(),
@@ -883,6 +880,18 @@ mod tests {
         assert!(
             status_of(&r, &format!("grant:autoscaling:{KEY}")).detail.contains("fix the key policy first")
         );
+    }
+
+    /// Doctor used to recognise only `…alias/aws/ebs`; any `alias/aws/…` is an AWS managed key.
+    #[test]
+    fn any_aws_alias_is_an_aws_managed_key() {
+        for key in ["alias/aws/other", "arn:aws:kms:us-east-1:444455556666:alias/aws/lambda"] {
+            let mut f = healthy();
+            f.snapshots[0].kms_key_id = Some(key.into());
+            let r = diagnose(&f, NOW);
+            assert_eq!(status_of(&r, "snapshots.cmk").status, Status::Fail, "{key}");
+            assert!(r.likely_cause.as_deref().unwrap().contains("AWS managed key"), "{key}");
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct KeyFacts {
 impl KeyFacts {
     /// The region named in the key ARN.
     pub fn region(&self) -> Option<&str> {
-        arn_region(&self.arn)
+        super::ids::arn_region(&self.arn)
     }
 
     /// `arn (alias)` or `arn`.
@@ -44,22 +44,6 @@ impl KeyFacts {
             None => self.arn.clone(),
         }
     }
-}
-
-/// The region field of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`).
-pub fn arn_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(_), Some(_), Some(region)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    Some(region).filter(|r| !r.is_empty())
-}
-
-/// The account field of an ARN.
-pub fn arn_account(arn: &str) -> Option<&str> {
-    arn.split(':').nth(4).filter(|a| !a.is_empty())
 }
 
 /// The result of resolving a key reference (intended key or a snapshot's key) in a region.

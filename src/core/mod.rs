@@ -7,6 +7,7 @@ pub mod config;
 pub mod doctor;
 pub mod facts;
 pub mod grants;
+pub mod ids;
 pub mod intent;
 pub mod lifecycle;
 pub mod plan;

@@ -356,6 +356,9 @@ pub struct Note {
 pub struct LintReport {
     /// Files linted, sorted.
     pub files: Vec<String>,
+    /// Var files read (auto var files and `-var-file`s), in the order Packer applies them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub var_files: Vec<String>,
     /// Findings.
     pub findings: Vec<Finding>,
     /// Notes (do not affect the exit code).
@@ -370,6 +373,11 @@ impl LintReport {
 
     fn merge(&mut self, other: LintReport) {
         self.files.extend(other.files);
+        for v in other.var_files {
+            if !self.var_files.contains(&v) {
+                self.var_files.push(v);
+            }
+        }
         self.findings.extend(other.findings);
         self.notes.extend(other.notes);
     }
@@ -417,16 +425,18 @@ impl LoadedVars {
 /// skipped) for `*.pkr.hcl`, `*.pkr.json` and `*.json`; a `.json` without `builders`, `source`
 /// or `build` is not a template and is skipped with a note. The `*.pkr.hcl` files of one
 /// directory are one template, as in Packer, unless each has its own `build` block (a folder of
-/// standalone examples). The only function here that reads files.
+/// standalone examples). A template found in a directory also gets that directory's
+/// `*.auto.pkrvars.hcl` / `*.auto.pkrvars.json`, as `packer build DIR` does (see
+/// [`var_file_order`]). The only function here that reads files.
 pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, LintError> {
-    let loaded = load_vars(vars)?;
     let split = template_groups(paths)?;
     let mut report = LintReport::default();
     for group in split {
+        let (loaded, var_files) = load_vars(vars, &group.auto_var_files)?;
         let mut texts = Vec::new();
-        for file in group {
+        for file in &group.files {
             let bytes =
-                std::fs::read(&file).map_err(|source| LintError::Read { path: file.clone(), source })?;
+                std::fs::read(file).map_err(|source| LintError::Read { path: file.clone(), source })?;
             let name = file.display().to_string();
             match String::from_utf8(bytes) {
                 Ok(text) => texts.push((name, text)),
@@ -445,14 +455,75 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
                 }
             }
         }
-        report.merge(lint_group(&texts, &loaded));
+        let mut r = lint_group(&texts, &loaded);
+        if !texts.is_empty() {
+            r.var_files = var_files;
+        }
+        for (file, beside) in &group.unloaded_auto {
+            let names = beside.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            r.notes.push(Note {
+                file: file.display().to_string(),
+                line: 1,
+                col: 1,
+                message: format!(
+                    "{names} beside it not loaded: Packer loads *.auto.pkrvars.* only for a directory \
+                     (`packer build DIR`); lint the directory to include them"
+                ),
+            });
+        }
+        report.merge(r);
     }
     report.finish();
     Ok(report)
 }
 
+/// One template found under the paths: its files, and the auto var files that go with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Group {
+    /// A JSON file, or the `*.pkr.hcl` files Packer reads together.
+    files: Vec<PathBuf>,
+    /// `*.auto.pkrvars.hcl` / `*.auto.pkrvars.json` of the directory the template was found in,
+    /// sorted by name (empty for a file named on the command line, as in Packer).
+    auto_var_files: Vec<PathBuf>,
+    /// For an HCL file named on the command line: the auto var files beside it, which Packer
+    /// does not load for a single file (said in a note).
+    unloaded_auto: Vec<(PathBuf, Vec<PathBuf>)>,
+}
+
+/// Is `path` an auto var file Packer loads from a template directory?
+fn is_auto_var_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".auto.pkrvars.hcl") || name.ends_with(".auto.pkrvars.json")
+}
+
+/// The auto var files directly in `dir`, sorted by name (Go's `ioutil.ReadDir` order).
+fn auto_var_files(dir: &Path) -> Result<Vec<PathBuf>, LintError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| LintError::Read { path: dir.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let p = entry.map_err(|source| LintError::Read { path: dir.to_path_buf(), source })?.path();
+        if is_auto_var_file(&p) && !p.is_dir() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The var files in the order Packer applies them (later wins), as `hcl2template`'s parser does
+/// (Packer 1.6 to 1.9): first every HCL file, then every JSON file; within each, the directory's
+/// auto var files (sorted by name) before the `-var-file`s (in command-line order). So a
+/// `-var-file x.pkrvars.hcl` is overridden by a `*.auto.pkrvars.json`, as in Packer. A
+/// `-var-file` whose name does not end in `.json` is read as HCL. `-var` comes after all files.
+pub fn var_file_order(auto: &[PathBuf], cli: &[PathBuf]) -> Vec<PathBuf> {
+    let is_json = |p: &&PathBuf| p.extension().is_some_and(|e| e == "json");
+    let hcl = auto.iter().filter(|p| !is_json(p)).chain(cli.iter().filter(|p| !is_json(p)));
+    let json = auto.iter().filter(is_json).chain(cli.iter().filter(is_json));
+    hcl.chain(json).cloned().collect()
+}
+
 /// The templates under `paths`: each a JSON file, or the `*.pkr.hcl` files Packer reads together.
-fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
+fn template_groups(paths: &[PathBuf]) -> Result<Vec<Group>, LintError> {
     let mut files = Vec::new();
     for path in paths {
         collect(path, true, &mut files)?;
@@ -477,8 +548,8 @@ fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
         };
         groups.entry(key).or_default().push(f);
     }
-    let mut split: Vec<Vec<PathBuf>> = Vec::new();
-    for group in groups.into_values() {
+    let mut split: Vec<Group> = Vec::new();
+    for ((key, is_dir), group) in groups {
         let standalone = group.len() > 1
             && group.iter().all(|f| {
                 std::fs::read_to_string(f).is_ok_and(|t| {
@@ -488,23 +559,53 @@ fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
                     })
                 })
             });
+        // HCL2 templates found in a directory get its auto var files (legacy JSON has none).
+        let hcl2 = |f: &Path| {
+            let n = f.to_string_lossy();
+            n.ends_with(".pkr.hcl") || n.ends_with(".pkr.json")
+        };
+        let dir_of = |f: &Path| match f.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let walked = is_dir || !paths.iter().any(|p| p == &key);
+        let auto = match group.first() {
+            Some(f) if walked && hcl2(f) => auto_var_files(&dir_of(f))?,
+            _ => Vec::new(),
+        };
+        let mut unloaded = Vec::new();
+        if !walked && key.to_string_lossy().ends_with(".pkr.hcl") {
+            let beside: Vec<PathBuf> = auto_var_files(&dir_of(&key))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p.file_name().map(PathBuf::from))
+                .collect();
+            if !beside.is_empty() {
+                unloaded.push((key.clone(), beside));
+            }
+        }
         if standalone {
-            split.extend(group.into_iter().map(|f| vec![f]));
+            split.extend(group.into_iter().map(|f| Group {
+                files: vec![f],
+                auto_var_files: auto.clone(),
+                unloaded_auto: Vec::new(),
+            }));
         } else {
-            split.push(group);
+            split.push(Group { files: group, auto_var_files: auto, unloaded_auto: unloaded });
         }
     }
     Ok(split)
 }
 
-/// Reads and evaluates the templates under `paths` (as [`lint_paths`] finds them) for
-/// `preflight`: the model, not findings. A file that does not parse is an error naming it.
+/// Reads and evaluates the templates under `paths` (as [`lint_paths`] finds them, auto var files
+/// included) for `preflight`: the model, not findings. A file that does not parse is an error
+/// naming it.
 pub fn load_templates(paths: &[PathBuf], vars: &VarInputs) -> Result<Vec<Template>, LintError> {
-    let loaded = load_vars(vars)?;
     let mut out = Vec::new();
     for group in template_groups(paths)? {
+        let (loaded, _) = load_vars(vars, &group.auto_var_files)?;
         let mut texts = Vec::new();
-        for file in &group {
+        for file in &group.files {
             let text = std::fs::read_to_string(file)
                 .map_err(|source| LintError::Read { path: file.clone(), source })?;
             texts.push((file.display().to_string(), text));
@@ -533,7 +634,7 @@ pub fn load_templates(paths: &[PathBuf], vars: &VarInputs) -> Result<Vec<Templat
 
 fn is_template_name(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.ends_with(".pkr.hcl") || name.ends_with(".json")
+    (name.ends_with(".pkr.hcl") || name.ends_with(".json")) && !name.ends_with(".pkrvars.json")
 }
 
 fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), LintError> {
@@ -563,9 +664,12 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), Li
     Ok(())
 }
 
-fn load_vars(vars: &VarInputs) -> Result<LoadedVars, LintError> {
+/// The variable values of one template: its auto var files and the `-var-file`s in Packer's
+/// order ([`var_file_order`]), then `-var`. Also the files read, in that order.
+fn load_vars(vars: &VarInputs, auto: &[PathBuf]) -> Result<(LoadedVars, Vec<String>), LintError> {
     let mut values = Vec::new();
-    for path in &vars.var_files {
+    let order = var_file_order(auto, &vars.var_files);
+    for path in &order {
         let text =
             std::fs::read_to_string(path).map_err(|source| LintError::Read { path: path.clone(), source })?;
         let parsed = if path.extension().is_some_and(|e| e == "json") {
@@ -577,7 +681,7 @@ fn load_vars(vars: &VarInputs) -> Result<LoadedVars, LintError> {
         values.extend(parsed.into_iter().map(|(k, v)| (k, VarValue::Typed(v))));
     }
     values.extend(vars.vars.iter().map(|(k, v)| (k.clone(), VarValue::Cli(v.clone()))));
-    Ok(LoadedVars { values })
+    Ok((LoadedVars { values }, order.iter().map(|p| p.display().to_string()).collect()))
 }
 
 /// Lints one template held in memory. `name` decides the syntax (`.pkr.hcl` → HCL, else JSON)
@@ -824,11 +928,7 @@ fn same_key(a: &str, b: &str) -> Option<bool> {
 }
 
 fn arn_region(s: &str) -> Option<String> {
-    match parse_key(s) {
-        KeyRef::Id(id, r) if !id.starts_with("mrk-") => r,
-        KeyRef::Alias(_, r) => r,
-        _ => None,
-    }
+    crate::core::ids::pinned_key_region(s).map(str::to_string)
 }
 
 /// What a builder encrypts a region's AMI with.

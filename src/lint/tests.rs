@@ -16,12 +16,25 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The entries of a fixture directory, sorted; fails the test when it is unreadable or empty.
 fn files_in(dir: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("fixture directory {dir} unreadable: {e}"))
+        .map(|e| e.map(|e| e.path()).unwrap_or_else(|e| panic!("fixture directory {dir}: {e}")))
+        .collect();
+    assert!(!v.is_empty(), "fixture directory {dir} is empty");
     v.sort();
     v
+}
+
+/// A fixture's text; fails the test when it is unreadable.
+fn read_fixture(f: &std::path::Path) -> String {
+    std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+}
+
+/// Writes a test input; fails the test when it cannot.
+fn write_input(path: PathBuf, text: impl AsRef<[u8]>) {
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 const EBS: &str = r#"
@@ -237,7 +250,7 @@ fn render_text_shows_location_source_caret_and_help() {
     assert!(text.contains("--> a.pkr.hcl:12:29"), "{text}");
     assert!(text.contains("   |                             ^"), "{text}");
     assert!(text.contains("= help: did you mean `kms_key_id`?"), "{text}");
-    let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(json["findings"][0]["code"], "AMK013");
     assert_eq!(json["findings"][0]["line"], 12);
 }
@@ -254,7 +267,7 @@ fn positions_count_characters_not_bytes() {
 fn output_is_deterministic() {
     let fixtures = files_in("tests/fixtures/lint/bad");
     for f in fixtures {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let text = read_fixture(&f);
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         assert_eq!(render_text(&lint(&name, &text)), render_text(&lint(&name, &text)));
     }
@@ -265,8 +278,8 @@ fn lint_paths_walks_directories_and_var_files() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let t = "variable \"k\" { default = \"alias/ami\" }\n".to_string()
         + &ebs("", "post-processor \"amikey\" { kms_key_id = var.k }");
-    std::fs::write(dir.path().join("a.pkr.hcl"), t).unwrap_or_default();
-    std::fs::write(dir.path().join("vars.json"), "{\"k\": \"alias/aws/ebs\"}").unwrap_or_default();
+    write_input(dir.path().join("a.pkr.hcl"), t);
+    write_input(dir.path().join("vars.json"), "{\"k\": \"alias/aws/ebs\"}");
     let clean = lint_paths(&[dir.path().to_path_buf()], &VarInputs::default());
     let clean = clean.unwrap_or_else(|e| panic!("{e}"));
     assert!(clean.findings.is_empty(), "{}", render_text(&clean));
@@ -308,7 +321,7 @@ fn every_bad_fixture_produces_exactly_its_expected_findings() {
     assert!(files.len() >= 14, "fixtures missing: {files:?}");
     let mut seen = std::collections::BTreeSet::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let text = read_fixture(&f);
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let want = expectations(&f, &text);
         assert!(!want.is_empty(), "{name}: no `expect:` lines");
@@ -340,7 +353,7 @@ fn garbage_inputs_do_not_panic() {
     let files = files_in("tests/fixtures/lint/garbage");
     assert!(files.len() >= 10);
     for f in &files {
-        let bytes = std::fs::read(f).unwrap_or_default();
+        let bytes = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let text = String::from_utf8_lossy(&bytes);
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let _ = render_text(&lint(&name, &text));
@@ -407,7 +420,7 @@ fn random_mutations_of_fixtures_and_examples_do_not_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut runs = 0;
     for f in files.iter().filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".expect")) {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let text = read_fixture(f);
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         for _ in 0..120 {
             let m = mutate(&mut rng, &text);
@@ -427,7 +440,7 @@ fn show_fixture_reports() {
     for f in
         files_in("tests/fixtures/lint/bad").into_iter().filter(|p| !p.to_string_lossy().ends_with(".expect"))
     {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let text = read_fixture(&f);
         let name =
             format!("tests/fixtures/lint/bad/{}", f.file_name().and_then(|n| n.to_str()).unwrap_or_default());
         print!("{}", render_text(&lint(&name, &text)));
@@ -439,11 +452,103 @@ fn a_directory_of_hcl_files_is_one_template() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let vars = "variable \"key\" {\n  default = \"alias/aws/ebs\"\n}\n";
     let main = "source \"amazon-ebs\" \"x\" {\n  region     = \"us-east-1\"\n  encrypt_boot = true\n  kms_key_id = var.key\n}\nbuild { sources = [\"source.amazon-ebs.x\"] }\n";
-    std::fs::write(dir.path().join("variables.pkr.hcl"), vars).unwrap_or_default();
-    std::fs::write(dir.path().join("main.pkr.hcl"), main).unwrap_or_default();
+    write_input(dir.path().join("variables.pkr.hcl"), vars);
+    write_input(dir.path().join("main.pkr.hcl"), main);
     let r = lint_paths(&[dir.path().to_path_buf()], &VarInputs::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.findings.len(), 1, "{}", render_text(&r));
     assert!(r.findings[0].file.ends_with("main.pkr.hcl"));
     assert_eq!((r.findings[0].code, r.findings[0].line), ("AMK006", 4));
     assert!(r.notes.is_empty(), "{:?}", r.notes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auto var files (`*.auto.pkrvars.hcl` / `*.auto.pkrvars.json`), as Packer loads them.
+
+#[test]
+fn var_files_follow_packers_order_hcl_before_json_auto_before_cli() {
+    let p = |s: &str| PathBuf::from(s);
+    let auto = [p("d/a.auto.pkrvars.hcl"), p("d/b.auto.pkrvars.json"), p("d/c.auto.pkrvars.hcl")];
+    let cli = [p("x.json"), p("prod.pkrvars.hcl"), p("y.hcl")];
+    let got = var_file_order(&auto, &cli);
+    let want = [
+        "d/a.auto.pkrvars.hcl",
+        "d/c.auto.pkrvars.hcl",
+        "prod.pkrvars.hcl",
+        "y.hcl",
+        "d/b.auto.pkrvars.json",
+        "x.json",
+    ];
+    assert_eq!(got, want.map(p));
+    assert!(var_file_order(&[], &[]).is_empty());
+}
+
+#[test]
+fn the_auto_var_files_fixture_is_caught_in_the_directory_only() {
+    let dir = root().join("tests/fixtures/lint/autovars");
+    assert!(files_in("tests/fixtures/lint/autovars").len() >= 4, "fixture missing");
+    let r = lint_paths(std::slice::from_ref(&dir), &VarInputs::default()).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<_> = r.findings.iter().map(|f| (f.code, f.line, f.file.ends_with("main.pkr.hcl"))).collect();
+    assert_eq!(got, [("AMK003", 12, true), ("AMK009", 21, true)], "{}", render_text(&r));
+    assert!(r.findings[0].message.contains("eu-west-1"), "{}", render_text(&r));
+    assert_eq!(r.var_files.len(), 2, "{:?}", r.var_files);
+    assert!(r.var_files[0].ends_with("10-regions.auto.pkrvars.hcl"), "{:?}", r.var_files);
+    assert!(render_text(&r).contains("variables from: "), "{}", render_text(&r));
+    // The var files are not templates: no "not a Packer template" note for the .json one.
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    assert_eq!(r.files.len(), 2, "{:?}", r.files);
+
+    // Packer given the two files does not load the auto var files: neither does lint, and says so.
+    let files = [dir.join("main.pkr.hcl"), dir.join("variables.pkr.hcl")];
+    let single = lint_paths(&files, &VarInputs::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(single.var_files.is_empty());
+    assert!(single.findings.is_empty(), "{}", render_text(&single));
+    assert!(
+        single
+            .notes
+            .iter()
+            .any(|n| n.message.contains("10-regions.auto.pkrvars.hcl, 20-key.auto.pkrvars.json")
+                && n.message.contains("only for a directory")),
+        "{:?}",
+        single.notes
+    );
+}
+
+#[test]
+fn auto_var_file_precedence_matches_packer() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        "main.pkr.hcl",
+        &("variable \"k\" {\n  default = \"alias/ami\"\n}\n".to_string()
+            + &ebs("", "post-processor \"amikey\" { kms_key_id = var.k }")),
+    );
+    let key = |r: &LintReport| r.findings.iter().any(|f| f.code == "AMK006");
+    let run = |vars: &VarInputs| lint_paths(&[d.to_path_buf()], vars).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!key(&run(&VarInputs::default())), "defaults are clean");
+    // An auto .hcl file overrides the default.
+    write("a.auto.pkrvars.hcl", "k = \"alias/aws/ebs\"\n");
+    assert!(key(&run(&VarInputs::default())));
+    // A later auto .hcl file (lexical order) overrides an earlier one.
+    write("b.auto.pkrvars.hcl", "k = \"alias/ami\"\n");
+    assert!(!key(&run(&VarInputs::default())));
+    // -var-file (HCL) overrides the auto .hcl files.
+    std::fs::create_dir(d.join("vars")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("vars/bad.pkrvars.hcl"), "k = \"alias/aws/ebs\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("vars/bad.json"), "{\"k\": \"alias/aws/ebs\"}").unwrap_or_else(|e| panic!("{e}"));
+    let hcl_file = VarInputs { vars: vec![], var_files: vec![d.join("vars/bad.pkrvars.hcl")] };
+    assert!(key(&run(&hcl_file)));
+    // Packer reads JSON var files after HCL ones: an auto .json beats an HCL -var-file.
+    write("c.auto.pkrvars.json", "{\"k\": \"alias/ami\"}");
+    assert!(!key(&run(&hcl_file)));
+    // A JSON -var-file beats the auto .json; -var beats every file.
+    let json_file = VarInputs { vars: vec![], var_files: vec![d.join("vars/bad.json")] };
+    assert!(key(&run(&json_file)));
+    let cli =
+        VarInputs { vars: vec![("k".into(), "alias/ami".into())], var_files: vec![d.join("vars/bad.json")] };
+    assert!(!key(&run(&cli)));
+    // A broken auto var file stops the lint (exit 2), as it stops Packer.
+    write("d.auto.pkrvars.hcl", "k = [\n");
+    assert!(matches!(lint_paths(&[d.to_path_buf()], &VarInputs::default()), Err(LintError::VarFile { .. })));
 }

@@ -35,3 +35,5 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// stdout write errors: a closed pipe is ignored, a full disk is exit 2 (lintout).
+mod output;

@@ -127,6 +127,7 @@ fn statuses(report: &Value) -> BTreeMap<(String, String), Vec<String>> {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn throttled_publish_equals_the_clean_run() {
     let m = Moto::take();
     let keys = seed_keys(&m);
@@ -160,6 +161,7 @@ fn throttled_publish_equals_the_clean_run() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn killed_between_writes_then_rerun_converges_without_duplicates() {
     let m = Moto::take();
     let keys = seed_keys(&m);
@@ -242,6 +244,7 @@ fn killed_between_writes_then_rerun_converges_without_duplicates() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn a_region_that_cannot_be_read_does_not_stop_the_others() {
     let m = Moto::take();
     let keys = seed_keys(&m);
@@ -287,6 +290,7 @@ fn a_region_that_cannot_be_read_does_not_stop_the_others() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn a_write_that_keeps_failing_in_one_region_is_named_and_the_others_are_applied() {
     let m = Moto::take();
     let keys = seed_keys(&m);
@@ -344,11 +348,13 @@ fn broken_answers(flag: &str) {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn garbage_answers_give_a_clear_error_not_a_hang() {
     broken_answers("--garbage");
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn connections_closed_mid_response_give_a_clear_error_not_a_hang() {
     broken_answers("--close-mid-response");
 }
@@ -360,6 +366,7 @@ fn connections_closed_mid_response_give_a_clear_error_not_a_hang() {
 /// CreateGrant with an existing grant Name by returning that grant, so ListGrants alone would
 /// hide a duplicate create: the calls are counted too.
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn killed_grant_run_then_rerun_converges_without_duplicate_grants() {
     const PATH: &str = "/images/golden";
     let m = Moto::take();

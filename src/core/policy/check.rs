@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Caller, Decision, Policy, Request, StatementRef, arn_region, evaluate, generate_command};
+use super::{Caller, Decision, Policy, Request, StatementRef, evaluate, generate_command};
+use crate::core::ids::arn_region;
 
 /// Who makes a launch-chain call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -409,8 +410,11 @@ pub fn publish_check(
     accounts: &[String],
     fail: bool,
 ) -> (Vec<String>, Vec<crate::core::report::Finding>) {
-    let consumers: Vec<Consumer> =
-        accounts.iter().filter(|a| super::is_account_id(a)).map(|a| Consumer::account(a)).collect();
+    let consumers: Vec<Consumer> = accounts
+        .iter()
+        .filter(|a| crate::core::ids::is_account_id(a))
+        .map(|a| Consumer::account(a))
+        .collect();
     if consumers.is_empty() {
         return (Vec::new(), Vec::new());
     }

@@ -1,19 +1,16 @@
-//! The consumer side's AWS edge: read-only lookups for `amikey grant`, `doctor` and `policy`
-//! (published parameters and their history, regions, keys and their replicas, grants, key
-//! policies, the AMI as the consumer sees it, launch-template block devices) and the two grant
-//! writes ([`create_grant`], [`retire_grant`]), one call each.
+//! Single AWS reads, one call (or one paginated listing) each: published parameters and their
+//! history, regions, keys and their replicas, grants, key policies, the AMI as the consumer sees
+//! it, launch-template block devices. Writes are [`super::apply`]'s.
 //!
 //! No decisions here: what to grant, what is stale and what is broken are decided in
 //! [`crate::core::grants`], [`crate::core::doctor`] and [`crate::core::policy`].
 
 use std::collections::BTreeMap;
 
-use aws_sdk_kms::types::GrantOperation;
-
 use super::clients::Aws;
 use super::error::AwsError;
 use crate::core::grants::ExistingGrant;
-use crate::core::policy::arn_region;
+use crate::core::ids::arn_region;
 
 /// Every region EC2 offers this account (DescribeRegions in the home region), sorted.
 pub async fn describe_regions(aws: &Aws) -> Result<Vec<String>, AwsError> {
@@ -156,44 +153,6 @@ pub async fn get_key_policy(aws: &Aws, region: &str, key: &str) -> Result<String
         .await
         .map_err(|e| AwsError::from_sdk("GetKeyPolicy", region, e))?;
     Ok(out.policy().unwrap_or_default().to_string())
-}
-
-/// CreateGrant with a deterministic `Name` (a retry returns the same grant) and the caller's
-/// account as retiring principal (so `--retire-stale` can retire it later). Returns the id.
-pub async fn create_grant(
-    aws: &Aws,
-    region: &str,
-    key_arn: &str,
-    grantee_arn: &str,
-    operations: &[String],
-    name: &str,
-    retiring_account: &str,
-) -> Result<String, AwsError> {
-    let ops: Vec<GrantOperation> = operations.iter().map(|o| GrantOperation::from(o.as_str())).collect();
-    let out = aws
-        .kms(region)
-        .create_grant()
-        .key_id(key_arn)
-        .grantee_principal(grantee_arn)
-        .set_operations(Some(ops))
-        .name(name)
-        .retiring_principal(format!("arn:aws:iam::{retiring_account}:root"))
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("CreateGrant", region, e))?;
-    Ok(out.grant_id().unwrap_or_default().to_string())
-}
-
-/// RetireGrant `grant_id` on `key_arn`.
-pub async fn retire_grant(aws: &Aws, region: &str, key_arn: &str, grant_id: &str) -> Result<(), AwsError> {
-    aws.kms(region)
-        .retire_grant()
-        .key_id(key_arn)
-        .grant_id(grant_id)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("RetireGrant", region, e))?;
-    Ok(())
 }
 
 /// One AMI as the consumer sees it: the image (None when not visible) and, per EBS mapping,
