@@ -24,7 +24,7 @@ use crate::core::lifecycle::{
 };
 use crate::core::plan::{PARAMETER_SUFFIXES, Write};
 use crate::core::report::{ActionReport, Report, Status};
-use crate::producer::{self, Mode, Progress, ProducerError as EngineError, RunOptions};
+use crate::producer::{self, Mode, ProducerError as EngineError, Progress, RunOptions};
 
 /// After `publish` wrote deprecation or protection: DescribeImages again in those regions and
 /// turn any action whose state does not read back as wanted into a failure.
@@ -635,9 +635,14 @@ pub async fn rollback(
     let intent = intent::build(&settings, &amis).map_err(EngineError::Input)?;
     let listed: Vec<String> = amis.0.iter().map(|(r, a)| format!("{r} {a}")).collect();
     progress.say(&format!("Rolling back {path} to {}", listed.join(", ")));
-    let plan =
-        producer::run_with(&aws, &intent, RunOptions { mode: Mode::Publish, dry_run: true }, progress, cancel)
-            .await?;
+    let plan = producer::run_with(
+        &aws,
+        &intent,
+        RunOptions { mode: Mode::Publish, dry_run: true },
+        progress,
+        cancel,
+    )
+    .await?;
     if !plan.findings().is_empty() || plan.has_errors() {
         return Ok(RollbackOutcome::Refused(relabel(plan)));
     }
@@ -648,9 +653,14 @@ pub async fn rollback(
     if dry_run {
         return Ok(RollbackOutcome::Done(relabel(plan)));
     }
-    let mut report =
-        producer::run_with(&aws, &intent, RunOptions { mode: Mode::Publish, dry_run: false }, progress, cancel)
-            .await?;
+    let mut report = producer::run_with(
+        &aws,
+        &intent,
+        RunOptions { mode: Mode::Publish, dry_run: false },
+        progress,
+        cancel,
+    )
+    .await?;
     for a in &mut report.actions {
         if let Some(e) = &a.error
             && e.contains("ParameterMaxVersionLimitExceeded")

@@ -37,3 +37,5 @@ mod resilience;
 mod props;
 // stdout write errors: a closed pipe is ignored, a full disk is exit 2 (lintout).
 mod output;
+// Deprecation/protection on publish, `amikey retire`, `amikey rollback` against moto.
+mod lifecycle;
