@@ -8,6 +8,7 @@
 //! - [`copy`]: copies into consumer accounts (`amikey copy`, `copy_to`): gathers, runs
 //!   [`core::copy`], copies, then verifies and publishes each copy with [`producer`].
 //! - [`consumer`]: the consumer side (grant, doctor, policy): gathers, runs the core, applies grants.
+//! - [`lifecycle`]: deprecation/protection read-back on publish, `retire`, `rollback`.
 //! - [`wire`]: Packer's plugin protocol (yamux, mux broker, msgpack net/rpc, ConfigSpec); no AWS.
 //! - [`aws`]: SDK clients, read-only fact gathering, one write per action.
 //! - [`cli`]: the `amikey` command line.
@@ -20,6 +21,7 @@ pub mod consumer;
 pub mod copy;
 pub mod core;
 pub mod datasource;
+pub mod lifecycle;
 pub mod lint;
 pub mod postprocessor;
 pub mod producer;

@@ -308,6 +308,9 @@ pub async fn run_with(
             }
         }
     }
+    if !opts.dry_run {
+        crate::lifecycle::read_back(aws, intent, &mut actions).await;
+    }
     for (region, e) in &failed {
         let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
         for (acct, kind, target) in plan::unread_region_items(intent, &ami) {

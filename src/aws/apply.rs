@@ -65,6 +65,15 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
                 .await
                 .map_err(|e| AwsError::from_sdk("ModifySnapshotAttribute", region, e))?;
         }
+        Write::EnableImageDeprecation { ami_id, deprecate_at } => {
+            super::lifecycle::enable_deprecation(aws, region, ami_id, deprecate_at).await?;
+        }
+        Write::EnableImageDeregistrationProtection { ami_id, with_cooldown } => {
+            super::lifecycle::enable_protection(aws, region, ami_id, *with_cooldown).await?;
+        }
+        Write::DeregisterImage { ami_id, delete_snapshots } => {
+            super::lifecycle::deregister_image(aws, region, ami_id, *delete_snapshots).await?;
+        }
         Write::PutParameter { name, value, param_type, data_type, overwrite } => {
             let mut req = aws
                 .ssm(region)

@@ -33,7 +33,7 @@ pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option
     Ok(out.images().iter().find(|i| i.image_id() == Some(ami)).map(image_facts))
 }
 
-/// The facts of one DescribeImages entry.
+/// One DescribeImages entry as [`ImageFacts`].
 pub fn image_facts(i: &aws_sdk_ec2::types::Image) -> ImageFacts {
     ImageFacts {
         ami_id: i.image_id().unwrap_or_default().to_string(),
@@ -50,6 +50,9 @@ pub fn image_facts(i: &aws_sdk_ec2::types::Image) -> ImageFacts {
             .collect(),
         name: i.name().map(str::to_string),
         description: i.description().map(str::to_string),
+        creation_date: i.creation_date().map(str::to_string),
+        deprecation_time: i.deprecation_time().map(str::to_string),
+        deregistration_protection: i.deregistration_protection().map(str::to_string),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod copy;
 pub mod error;
 pub mod gather;
+pub mod lifecycle;
 pub mod read;
 
 pub use clients::{Aws, AwsOptions};

@@ -10,6 +10,8 @@ pub mod lint;
 pub mod output;
 pub mod policy;
 pub mod preflight;
+pub mod retire;
+pub mod rollback;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +47,9 @@ Exit codes: 0 clean, 1 findings, 2 error (bad input, AWS error).",
 amikey check --artifact \"us-east-1:ami-0123456789abcdef0,eu-west-1:ami-0fedcba9876543210\" --kms-key-id alias/images\n  \
 amikey publish --config amikey.hcl --artifact \"$(jq -r '.builds[-1].artifact_id' packer-manifest.json)\" --dry-run\n  \
 amikey lint build.pkr.hcl -var-file prod.pkrvars.hcl\n  \
-amikey preflight --template build.pkr.hcl -var-file prod.pkrvars.hcl"
+amikey preflight --template build.pkr.hcl -var-file prod.pkrvars.hcl\n  \
+amikey retire --ssm-path /images/base --regions us-east-1,eu-west-1 --keep 3\n  \
+amikey rollback --ssm-path /images/base --regions us-east-1,eu-west-1 --to-version 6"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -85,6 +89,12 @@ makes no write call. Permissions are only added unless --prune."
     /// (producer push by assumed role, or consumer pull with --from-ssm-path).
     #[command(after_help = copy::AFTER_HELP)]
     Copy(copy::CopyArgs),
+    /// Delete the old images of a published lineage that nothing uses (plan first; --yes to act).
+    #[command(after_help = retire::AFTER_HELP)]
+    Retire(retire::RetireArgs),
+    /// Point the published parameters back at earlier images, verified, in every region at once.
+    #[command(after_help = rollback::AFTER_HELP)]
+    Rollback(rollback::RollbackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -189,9 +199,38 @@ struct PublishArgs {
     #[arg(long)]
     allow_public: bool,
     #[command(flatten)]
+    lifecycle: LifecycleArgs,
+    #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
     out: OutArgs,
+}
+
+#[derive(Debug, Args)]
+struct LifecycleArgs {
+    /// Deprecate every regional AMI at this RFC 3339 time, e.g. 2027-01-31T00:00:00Z (verified).
+    #[arg(long, value_name = "TIME")]
+    deprecate_at: Option<String>,
+    /// Deprecate every regional AMI this long after its creation, e.g. 90d (verified).
+    #[arg(long, value_name = "DURATION")]
+    deprecate_after: Option<String>,
+    /// Turn on deregistration protection on every regional AMI (verified).
+    #[arg(long)]
+    deregistration_protection: bool,
+    /// With --deregistration-protection: stay protected 24 h after it is turned off.
+    #[arg(long)]
+    deregistration_protection_cooldown: bool,
+}
+
+fn overlay_lifecycle(s: &mut Settings, l: &LifecycleArgs) {
+    if l.deprecate_at.is_some() {
+        s.deprecate_at = l.deprecate_at.clone();
+    }
+    if l.deprecate_after.is_some() {
+        s.deprecate_after = l.deprecate_after.clone();
+    }
+    s.deregistration_protection |= l.deregistration_protection;
+    s.deregistration_protection_cooldown |= l.deregistration_protection_cooldown;
 }
 
 /// A CLI failure: printed once, exit code 2.
@@ -230,6 +269,11 @@ fn overlay_common(s: &mut Settings, keys: &KeyArgs, aws: &AwsArgs) -> Result<(),
         s.kms_key_id = keys.kms_key_id.clone();
     }
     parse_region_keys(&keys.region_kms_key_ids, s)?;
+    overlay_aws(s, aws);
+    Ok(())
+}
+
+fn overlay_aws(s: &mut Settings, aws: &AwsArgs) {
     if aws.profile.is_some() {
         s.profile = aws.profile.clone();
     }
@@ -243,7 +287,6 @@ fn overlay_common(s: &mut Settings, keys: &KeyArgs, aws: &AwsArgs) -> Result<(),
         s.max_retries = aws.max_retries;
     }
     s.skip_region_validation |= aws.skip_region_validation;
-    Ok(())
 }
 
 fn replace_if_given(target: &mut Vec<String>, given: &[String]) {
@@ -314,6 +357,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
             s.prune |= a.prune;
             s.allow_public |= a.allow_public;
+            overlay_lifecycle(&mut s, &a.lifecycle);
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
             run_producer(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
         }
@@ -321,6 +365,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Doctor(a) => doctor::run(a).await,
         Command::Policy(a) => policy::run(a).await,
         Command::Copy(a) => copy::run(a).await,
+        Command::Retire(a) => retire::run(a).await,
+        Command::Rollback(a) => rollback::run(a).await,
     }
 }
 

@@ -83,6 +83,12 @@ pub struct ImageFacts {
     pub name: Option<String>,
     /// The AMI description (carried over to copies).
     pub description: Option<String>,
+    /// `CreationDate` as AWS reports it (RFC 3339).
+    pub creation_date: Option<String>,
+    /// `DeprecationTime` (RFC 3339), when deprecation is set.
+    pub deprecation_time: Option<String>,
+    /// `DeregistrationProtection`: `disabled`, `enabled`, `enabled-with-cooldown`, `disabled-until …`.
+    pub deregistration_protection: Option<String>,
 }
 
 /// One snapshot as DescribeSnapshots reports it.

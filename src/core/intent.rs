@@ -39,6 +39,8 @@ pub struct Intent {
     /// `check_key_policy`: whether `publish` checks the intended keys' policies for the
     /// consumer accounts, and how it reacts.
     pub check_key_policy: crate::core::config::PolicyCheck,
+    /// Deprecation and deregistration protection for every regional AMI.
+    pub lifecycle: super::lifecycle::LifecycleIntent,
 }
 
 fn is_org_arn(s: &str) -> bool {
@@ -233,6 +235,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     if settings.access_key.is_some() != settings.secret_key.is_some() {
         errors.push("access_key and secret_key go together: set both or neither".into());
     }
+    let lifecycle = super::lifecycle::build_intent(settings, &mut errors);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -251,6 +254,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
         prune: settings.prune,
         allow_public: settings.allow_public,
         check_key_policy: settings.check_key_policy,
+        lifecycle,
     })
 }
 

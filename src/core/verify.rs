@@ -321,6 +321,9 @@ mod tests {
                     .collect(),
                 name: None,
                 description: None,
+                creation_date: None,
+                deprecation_time: None,
+                deregistration_protection: None,
             }),
             snapshots: snaps
                 .iter()

@@ -41,3 +41,5 @@ mod output;
 mod sdkhost;
 // `amikey copy` against moto: push into two accounts, pull, preconditions, SIGKILL + re-run.
 mod copy;
+// Deprecation/protection on publish, `amikey retire`, `amikey rollback` against moto.
+mod lifecycle;
