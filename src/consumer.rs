@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::aws::{Aws, AwsError, AwsOptions};
 use crate::aws::{apply, read};
-use crate::core::doctor::{self, DoctorFacts, DoctorReport, KeyDescribe, KeyManager};
+use crate::core::doctor::{self, DoctorFacts, DoctorReport, KeyDescribe};
+use crate::core::facts::KeyManager;
 use crate::core::grants::{
     self, DesiredGrant, ExistingGrant, GrantAction, GrantPlan, Grantee, catalog_entry, explain_access_denied,
 };
@@ -474,14 +475,13 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
         param_name = Some(name);
     }
     for (region, ami) in &amis.0 {
-        let seen = read::describe_image(&aws, region, ami).await?;
-        if seen.image.is_none() {
+        let Some(image) = read::describe_image(&aws, region, ami).await? else {
             return Err(ConsumerError::Input(format!(
                 "{ami} is not visible in {region} to account {account}: not shared with it, deregistered, or in another region (amikey doctor --ami {region}:{ami} walks the whole chain)"
             )));
-        }
-        let ids: Vec<String> = seen.mappings.iter().map(|(_, s, _)| s.clone()).collect();
-        let snaps = read::describe_snapshots(&aws, region, &ids).await?;
+        };
+        let ids: Vec<String> = image.ebs_snapshots().into_iter().map(|(_, s, _)| s).collect();
+        let snaps = read::describe_snapshots_each(&aws, region, &ids).await?;
         let hidden: Vec<&String> = ids.iter().filter(|i| !snaps.contains_key(*i)).collect();
         if !hidden.is_empty() {
             return Err(ConsumerError::Input(format!(
@@ -489,8 +489,8 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
                 hidden.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        for (enc, key) in snaps.values() {
-            if let (true, Some(k)) = (enc, key) {
+        for snap in snaps.values() {
+            if let (true, Some(k)) = (snap.encrypted, &snap.kms_key_id) {
                 keys.insert(KeyInRegion {
                     region: region_of(k).to_string(),
                     key_arn: k.clone(),
@@ -515,7 +515,7 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     for (k, d) in keys.iter().zip(described) {
         match d {
             Err(e) => problems.push(classify(&e, &account, &k.region, &k.key_arn, None)),
-            Ok(info) if info.aws_managed => problems.push(Problem {
+            Ok(info) if info.manager == KeyManager::Aws => problems.push(Problem {
                 code: "AWS_MANAGED_KEY".into(),
                 region: k.region.clone(),
                 key_arn: Some(k.key_arn.clone()),
@@ -767,10 +767,11 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
         let (_, found) = published_keys(&aws, p, std::slice::from_ref(&region)).await?;
         published = found.get(&region).cloned();
     }
-    let seen = read::describe_image(&aws, &region, &ami).await?;
-    let ids: Vec<String> = seen.mappings.iter().map(|(_, s, _)| s.clone()).collect();
-    let snaps = if seen.image.is_some() {
-        read::describe_snapshots(&aws, &region, &ids).await?
+    let image = read::describe_image(&aws, &region, &ami).await?;
+    let mappings = image.as_ref().map(|i| i.ebs_snapshots()).unwrap_or_default();
+    let ids: Vec<String> = mappings.iter().map(|(_, s, _)| s.clone()).collect();
+    let snaps = if image.is_some() {
+        read::describe_snapshots_each(&aws, &region, &ids).await?
     } else {
         BTreeMap::new()
     };
@@ -796,7 +797,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     }
 
     // Keys in play: the snapshots', the published one, and ARNs named by overrides.
-    let mut key_arns: BTreeSet<String> = snaps.values().filter_map(|(_, k)| k.clone()).collect();
+    let mut key_arns: BTreeSet<String> = snaps.values().filter_map(|s| s.kms_key_id.clone()).collect();
     key_arns.extend(published.clone());
     key_arns.extend(overrides.iter().filter_map(|o| o.kms_key_id.clone()).filter(|k| is_key_arn(k)));
     let described = join_all(key_arns.iter().map(|k| read::describe_key(&aws, region_of(k), k))).await;
@@ -804,7 +805,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     for (k, d) in key_arns.iter().zip(described) {
         let v = match d {
             Ok(info) => KeyDescribe::Ok {
-                key_manager: if info.aws_managed { KeyManager::Aws } else { KeyManager::Customer },
+                key_manager: info.manager,
                 state: info.state,
                 multi_region: !info.replicas.is_empty(),
             },
@@ -814,17 +815,16 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
         };
         keys.insert(k.clone(), v);
     }
-    let snapshots = seen
-        .mappings
+    let snapshots = mappings
         .iter()
         .map(|(device, sid, enc)| {
             let s = snaps.get(sid);
-            let kms_key_id = s.and_then(|(_, k)| k.clone());
-            doctor::SnapshotFacts {
+            let kms_key_id = s.and_then(|s| s.kms_key_id.clone());
+            doctor::ConsumerSnapshot {
                 device_name: device.clone(),
                 snapshot_id: sid.clone(),
                 visible: s.is_some(),
-                encrypted: s.map(|(e, _)| *e).or(*enc),
+                encrypted: s.map(|s| s.encrypted).or(*enc),
                 key_manager: kms_key_id.as_ref().and_then(|k| match keys.get(k) {
                     Some(KeyDescribe::Ok { key_manager, .. }) => Some(*key_manager),
                     _ => None,
@@ -863,7 +863,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
         consumer_account: account,
         region,
         ami_id: ami,
-        image: seen.image,
+        image: image.as_ref().map(doctor::ConsumerImage::from_facts),
         snapshots,
         published_key_arn: published,
         keys,

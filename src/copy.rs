@@ -303,7 +303,7 @@ async fn wait_available(
     let started = Instant::now();
     let mut attempt = 0;
     loop {
-        let state = match gather::describe_image(consumer, &item.region, ami).await {
+        let state = match crate::aws::read::describe_image(consumer, &item.region, ami).await {
             Ok(Some(i)) => i.state,
             Ok(None) => "pending".to_string(), // not visible yet right after CopyImage
             Err(e) => {

@@ -37,7 +37,7 @@ pub async fn read_back(aws: &Aws, intent: &intent::Intent, actions: &mut [Action
         .collect();
     let reads = join_all(regions.iter().map(|r| {
         let ami = intent.amis.0.get(r).cloned().unwrap_or_default();
-        async move { (r.clone(), gather::describe_image(aws, r, &ami).await) }
+        async move { (r.clone(), crate::aws::read::describe_image(aws, r, &ami).await) }
     }))
     .await;
     for (region, image) in reads {

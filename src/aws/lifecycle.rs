@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{Filter, ImageReferenceResourceType, ResourceTypeRequest
 
 use super::clients::Aws;
 use super::error::AwsError;
-use super::gather::image_facts;
+use super::read::image_facts;
 use crate::core::facts::ImageFacts;
 use crate::core::lifecycle::ParamVersion;
 

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-/// Who manages a KMS key.
+/// Who manages a KMS key (`DescribeKey` `KeyManager`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyManager {
-    /// `aws/ebs` and other AWS managed keys: never shareable.
+    /// `aws/ebs` and other AWS managed keys: never shareable, never usable outside their account.
     Aws,
     /// A customer managed key (CMK).
     Customer,
@@ -64,9 +65,11 @@ pub struct BlockDevice {
     pub device_name: String,
     /// The EBS snapshot, for EBS mappings (None for ephemeral or `NoDevice` entries).
     pub snapshot_id: Option<String>,
+    /// `Encrypted` of the EBS mapping, when AWS reports it.
+    pub encrypted: Option<bool>,
 }
 
-/// One AMI as DescribeImages reports it.
+/// One AMI as DescribeImages reports it (to the producer, or to a consumer it is shared with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageFacts {
     /// `ami-…`
@@ -89,6 +92,17 @@ pub struct ImageFacts {
     pub deprecation_time: Option<String>,
     /// `DeregistrationProtection`: `disabled`, `enabled`, `enabled-with-cooldown`, `disabled-until …`.
     pub deregistration_protection: Option<String>,
+}
+
+impl ImageFacts {
+    /// The EBS mappings that carry a snapshot, in mapping order: (device, snapshot id,
+    /// `Encrypted` of the mapping).
+    pub fn ebs_snapshots(&self) -> Vec<(String, String, Option<bool>)> {
+        self.block_devices
+            .iter()
+            .filter_map(|b| Some((b.device_name.clone(), b.snapshot_id.clone()?, b.encrypted)))
+            .collect()
+    }
 }
 
 /// One snapshot as DescribeSnapshots reports it.
