@@ -20,7 +20,7 @@ mod lint_cli;
 mod conformance;
 // The amikey-preflight data source through the conformance harness (Execute on moto).
 mod datasource;
-// Module boundaries: src/wire stands alone.
+// Module boundaries: src/wire and src/core import only themselves, core does no I/O (parsed by module).
 mod architecture;
 // Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
 mod packer;
@@ -35,3 +35,5 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// The repository stands on its own: cited paths resolve inside it, no absolute machine paths.
+mod references;
