@@ -13,7 +13,7 @@
 //! * **PostProcess** accepts Amazon AMI builders only, runs `producer::run(Publish)` and returns a
 //!   pass-through artifact (same `Id` and `BuilderId`, so later amazon-aware post-processors keep
 //!   working) with `Keep` and `ForceOverride` set: returning an error or `Keep=false` makes
-//!   Packer destroy the builder's AMIs (PROTOCOL.md §5.5).
+//!   Packer destroy the builder's AMIs (docs/protocol.md §5, "Keep").
 //! * **Cancel** (Ctrl-C): reads stop at once; writes already sent are allowed to finish (up to
 //!   [`CANCEL_GRACE`]) and no new one starts, so nothing is half-written; the step then fails
 //!   with the report of what was and was not done (a re-run applies only what is missing).
@@ -75,11 +75,17 @@ impl AmikeyPostProcessor {
         AmikeyPostProcessor::default()
     }
 
-    /// The last configuration `Configure` accepted.
-    pub fn settings(&self) -> Option<Settings> {
-        self.settings.lock().ok().and_then(|s| s.clone())
+    /// The last configuration `Configure` accepted (`None` before one). Fails only when the lock
+    /// is poisoned: an earlier call panicked while holding it, an amikey bug.
+    pub fn settings(&self) -> Result<Option<Settings>, String> {
+        self.settings.lock().map(|s| s.clone()).map_err(|_| POISONED.to_string())
     }
 }
+
+/// What a poisoned settings lock is: amikey's own failure, never Packer's.
+const POISONED: &str = "amikey: internal error: the configuration lock is poisoned (an earlier call \
+     panicked while holding it); this is an amikey bug, not a Packer one: re-run the build, and \
+     report it with the log (PACKER_LOG=1)";
 
 fn cty_of(kind: FieldKind) -> Option<CtyType> {
     Some(match kind {
@@ -302,9 +308,7 @@ impl PostProcessor for AmikeyPostProcessor {
                 decode_settings(block, false)?
             }
         };
-        if let Ok(mut s) = self.settings.lock() {
-            *s = Some(settings);
-        }
+        *self.settings.lock().map_err(|_| POISONED.to_string())? = Some(settings);
         Ok(())
     }
 
@@ -368,7 +372,7 @@ impl AmikeyPostProcessor {
         let builder_id = unless_cancelled(&ctx.cancel, ctx.input.builder_id()).await?;
         check_builder(&builder_id)?;
         let mut settings = self
-            .settings()
+            .settings()?
             .ok_or("amikey: PostProcess called before a successful Configure (this is a Packer bug)")?;
         imply_copy_accounts(&mut settings);
         let id = unless_cancelled(&ctx.cancel, ctx.input.id()).await?;
@@ -616,7 +620,7 @@ mod tests {
             "ami_users": ["111122223333"],
         })))
         .unwrap();
-        let s = pp.settings().unwrap();
+        let s = pp.settings().unwrap().unwrap();
         assert_eq!(s.kms_key_id.as_deref(), Some("alias/x"));
         assert_eq!(s.max_retries, Some(3));
         assert_eq!(s.ssm_path.as_deref(), Some("/amis/b"));
@@ -633,7 +637,7 @@ mod tests {
         assert!(e.contains("`on_violation`"), "{e}");
         let e = pp.configure(json_req(json!({"kms_key_id": "{{uuid}}"}))).unwrap_err();
         assert!(e.contains("uuid") && e.contains("kms_key_id"), "{e}");
-        assert!(pp.settings().is_none());
+        assert!(pp.settings().unwrap().is_none());
     }
 
     #[test]
@@ -644,10 +648,32 @@ mod tests {
         block.insert("kms_key_id".into(), json!("<unknown>"));
         block.insert("ami_users".into(), json!(["111122223333"]));
         pp.configure(hcl_req(Value::Object(block.clone()), true)).unwrap();
-        assert_eq!(pp.settings().unwrap().kms_key_id, None);
+        assert_eq!(pp.settings().unwrap().unwrap().kms_key_id, None);
         block.insert("kms_key_id".into(), json!("alias/real"));
         pp.configure(hcl_req(Value::Object(block), false)).unwrap();
-        assert_eq!(pp.settings().unwrap().kms_key_id.as_deref(), Some("alias/real"));
+        assert_eq!(pp.settings().unwrap().unwrap().kms_key_id.as_deref(), Some("alias/real"));
+    }
+
+    /// A panic while the settings lock was held poisons it: later calls say so, as amikey's own
+    /// failure, and never blame Packer.
+    #[test]
+    fn a_poisoned_settings_lock_is_reported_as_what_it_is() {
+        let pp = std::sync::Arc::new(AmikeyPostProcessor::new());
+        pp.configure(json_req(json!({"kms_key_id": "alias/x"}))).unwrap();
+        let holder = pp.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = holder.settings.lock().unwrap();
+            panic!("a bug while holding the settings lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        for e in [
+            pp.settings().unwrap_err(),
+            pp.configure(json_req(json!({"kms_key_id": "alias/x"}))).unwrap_err(),
+        ] {
+            assert!(e.contains("lock is poisoned") && e.contains("amikey bug"), "{e}");
+            assert!(!e.contains("Packer bug"), "{e}");
+        }
     }
 
     #[test]
@@ -661,7 +687,7 @@ mod tests {
             json!([{"account": "210987654321", "kms_key_id": "alias/mine", "region_kms_key_ids": null, "regions": null, "role_name": "r", "ssm_path": null}]),
         );
         pp.configure(hcl_req(Value::Object(block), false)).unwrap();
-        let mut s = pp.settings().unwrap();
+        let mut s = pp.settings().unwrap().unwrap();
         assert_eq!(s.copy_to.len(), 1);
         assert_eq!(s.copy_to[0].kms_key_id.as_deref(), Some("alias/mine"));
         imply_copy_accounts(&mut s);
@@ -669,7 +695,7 @@ mod tests {
         assert_eq!(s.snapshot_users, vec!["210987654321".to_string()]);
         // JSON: one map or a list of maps.
         pp.configure(json_req(json!({"copy_to": {"account": "111122223333", "role_name": "r"}}))).unwrap();
-        assert_eq!(pp.settings().unwrap().copy_to[0].account, "111122223333");
+        assert_eq!(pp.settings().unwrap().unwrap().copy_to[0].account, "111122223333");
         let e = pp.configure(json_req(json!({"copy_to": [{"acount": "111122223333"}]}))).unwrap_err();
         assert!(e.contains("`copy_to`") && e.contains("account (string)"), "{e}");
         let e = pp.configure(json_req(json!({"copy_to": "111122223333"}))).unwrap_err();

@@ -52,7 +52,7 @@ impl AwsOptions {
                     s.assume_role.get("external_id").cloned(),
                 )
             }),
-            max_attempts: s.max_retries.unwrap_or(crate::core::config::DEFAULT_MAX_RETRIES),
+            max_attempts: crate::core::config::max_attempts(s.max_retries),
         }
     }
 }

@@ -49,7 +49,8 @@ pub struct AuditArgs {
     /// Endpoint for every AWS service, e.g. an emulator (AWS_ENDPOINT_URL works too).
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// Maximum attempts per AWS call (standard retry mode with backoff).
+    /// Retries per AWS call after the first attempt, as packer-plugin-amazon counts them
+    /// (standard retry mode with backoff; default 4).
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// Accept region names amikey does not know.
@@ -96,7 +97,7 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
         profile: args.profile.clone(),
         region: args.region.clone(),
         endpoint_url: args.endpoint_url.clone(),
-        max_attempts: args.max_retries.unwrap_or(crate::core::config::DEFAULT_MAX_RETRIES),
+        max_attempts: crate::core::config::max_attempts(args.max_retries),
         ..Default::default()
     };
     let aws = Aws::connect(&opts, regions.first().map(String::as_str).unwrap_or("us-east-1")).await;

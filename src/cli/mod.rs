@@ -128,7 +128,8 @@ struct AwsArgs {
     /// Endpoint for every AWS service, e.g. an emulator (AWS_ENDPOINT_URL works too).
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// Maximum attempts per AWS call (standard retry mode with backoff).
+    /// Retries per AWS call after the first attempt, as packer-plugin-amazon counts them
+    /// (standard retry mode with backoff; default 4).
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// Accept region names amikey does not know.

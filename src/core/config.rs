@@ -160,8 +160,8 @@ pub const FIELDS: &[Field] = &[
     f(
         "max_retries",
         Number,
-        "5",
-        "Maximum attempts per AWS call (the SDK's standard retry mode with backoff, including throttling).",
+        "4",
+        "Times an AWS call is retried after its first attempt, as in packer-plugin-amazon (standard retry mode with backoff, including throttling): at most `max_retries + 1` attempts; 1 to 50. amikey 0.1.0 counted attempts here: the same value now allows one more try, and the default (4 retries, 5 attempts) is unchanged.",
     ),
     f(
         "on_copy_failure",
@@ -329,9 +329,16 @@ pub fn generated_section<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
     Some(&doc[start..start + len])
 }
 
-/// Attempts per AWS call when `max_retries` is not set (the `FIELDS` default says the same; a
-/// test keeps them equal).
-pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// Retries after the first attempt when `max_retries` is not set (the `FIELDS` default says the
+/// same; a test keeps them equal): 5 attempts, as before `max_retries` counted retries.
+pub const DEFAULT_MAX_RETRIES: u32 = 4;
+
+/// Attempts per AWS call for a `max_retries` setting: the first attempt plus `max_retries`
+/// retries, as packer-plugin-amazon counts them (its `max_retries` is the AWS SDK for Go's
+/// `MaxRetries`, retries after the first attempt).
+pub fn max_attempts(max_retries: Option<u32>) -> u32 {
+    max_retries.unwrap_or(DEFAULT_MAX_RETRIES).saturating_add(1)
+}
 
 /// What a finding does to a Packer build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -439,6 +446,16 @@ mod tests {
         assert_eq!(f.default, DEFAULT_MAX_RETRIES.to_string());
     }
 
+    /// `max_retries` counts retries, as in packer-plugin-amazon: one more attempt than retries.
+    #[test]
+    fn max_retries_counts_retries_not_attempts() {
+        assert_eq!(max_attempts(None), 5, "the default: 4 retries, 5 attempts (unchanged)");
+        assert_eq!(max_attempts(Some(1)), 2);
+        assert_eq!(max_attempts(Some(2)), 3);
+        assert_eq!(max_attempts(Some(50)), 51);
+        assert_eq!(max_attempts(Some(u32::MAX)), u32::MAX, "no overflow");
+    }
+
     #[test]
     fn fields_and_settings_have_the_same_keys() {
         let v = serde_json::to_value(Settings::default()).unwrap();
@@ -494,7 +511,7 @@ mod tests {
             required.contains("- `kms_key_id` (string)")
                 && required.contains("- `region_kms_key_ids` (map(string))")
         );
-        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `5`."));
+        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `4`."));
         assert_eq!(readme_table().lines().count(), FIELDS.len() + 2);
         assert_eq!(
             generated_section("a\n<!-- BEGIN GENERATED x -->\nbody\n<!-- END GENERATED x -->\n", "x"),

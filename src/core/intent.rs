@@ -222,7 +222,9 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     if let Some(n) = settings.max_retries
         && (n == 0 || n > 50)
     {
-        errors.push(format!("max_retries {n} is out of range: use 1 to 50"));
+        errors.push(format!(
+            "max_retries {n} is out of range: use 1 to 50 (retries after the first attempt, as in packer-plugin-amazon)"
+        ));
     }
     for k in settings.assume_role.keys() {
         if !["role_arn", "session_name", "external_id", "duration_seconds"].contains(&k.as_str()) {

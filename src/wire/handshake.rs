@@ -15,7 +15,7 @@
 //!   line, and nothing in argv or env tells the two apart: set `AMIKEY_HANDSHAKE=3` for that.
 //! * `start datasource [--protobuf] NAME`: modern Packer starting a data source; same line and
 //!   encoding rules.
-//! * `describe` needs no cookie; everything that serves does (PROTOCOL.md §2.5).
+//! * `describe` needs no cookie; everything that serves does (docs/protocol.md §1).
 //!
 //! The socket lives in a fresh 0700 directory under the temp dir (`TMPDIR`); after the one
 //! connection is accepted the listener is closed and the socket and directory are removed.

@@ -4,7 +4,7 @@
 //! socket, a "mux broker" that numbers streams, and Go `net/rpc` with msgpack bodies; the HCL2
 //! schema travels as gob (or protobuf with `--protobuf`). This module speaks all of it and knows
 //! nothing of AWS or of amikey's domain: a post-processor is anything implementing
-//! [`PostProcessor`]. See `packer/PROTOCOL.md` for the wire facts each file relies on.
+//! [`PostProcessor`]. See `docs/protocol.md` for the wire facts each file relies on.
 //!
 //! # Layout
 //! - [`handshake`]: cookie check, argv modes, listener, the handshake line (pure formatting).
@@ -43,7 +43,7 @@ pub use hcl_spec::{AttrSpec, BlockListSpec, CtyType};
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigureRequest {
     /// JSON template: the user's block (values raw, un-interpolated), Packer's config map and the
-    /// generated-data placeholder map (PROTOCOL.md §5.3).
+    /// generated-data placeholder map (docs/protocol.md §5).
     Json {
         /// The block minus `type`/`name`/`only`/`except`/`keep_input_artifact`; empty if nil.
         user: serde_json::Map<String, serde_json::Value>,
@@ -52,7 +52,7 @@ pub enum ConfigureRequest {
         /// `{{ build `X` }}` placeholders (string → string).
         placeholders: BTreeMap<String, String>,
     },
-    /// HCL2 template: builder variables and the fully evaluated block (PROTOCOL.md §5.4).
+    /// HCL2 template: builder variables and the fully evaluated block (docs/protocol.md §5).
     Hcl2 {
         /// `packer_build_name`, `packer_builder_type` (strings).
         builder_vars: BTreeMap<String, serde_json::Value>,

@@ -7,7 +7,7 @@
 //! while `PostProcess` runs. Replies mirror the SDK's `rpc/post_processor.go`:
 //! `PostProcess` answers `{Err, Keep, ForceOverride, StreamId}`; the acceptor for `StreamId` is
 //! armed when the reply is sent (a 5 s timer started earlier once expired and Packer hung,
-//! PROTOCOL.md §3.2). The session ending (Packer gone, EOF, garbage) ends [`serve`]; pending work
+//! docs/protocol.md §3). The session ending (Packer gone, EOF, garbage) ends [`serve`]; pending work
 //! is cancelled.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! A conformance harness of our own: Packer's side of the plugin protocol exactly as
-//! PROTOCOL.md describes it (yamux client, broker id 0, msgpack net/rpc, Ui/Artifact callback
+//! docs/protocol.md describes it (yamux client, broker id 0, msgpack net/rpc, Ui/Artifact callback
 //! server on our broker id 1, dialling the result artifact), run against the real
 //! `packer-plugin-amikey` binary started with the magic cookie.
 

@@ -20,7 +20,7 @@ mod lint_cli;
 mod conformance;
 // The amikey-preflight data source through the conformance harness (Execute on moto).
 mod datasource;
-// Module boundaries: src/wire stands alone.
+// Module boundaries: src/wire and src/core import only themselves, core does no I/O (parsed by module).
 mod architecture;
 // Real Packer 1.6.6 and 1.9.4: the legacy-named binary on both, data "amikey-preflight" on 1.9.4.
 mod packer;
@@ -43,3 +43,5 @@ mod sdkhost;
 mod copy;
 // Deprecation/protection on publish, `amikey retire`, `amikey rollback` against moto.
 mod lifecycle;
+// The repository stands on its own: cited paths resolve inside it, no absolute machine paths.
+mod references;

@@ -337,6 +337,18 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Waits until the relay is back to `idle` threads (see [`Relay::threads`]): every request a
+    /// client had sent is answered and logged. Fails the test after `within`.
+    pub fn wait_idle(&self, idle: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.threads() > idle {
+            assert!(Instant::now() < deadline, "the relay still has requests in flight after {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();

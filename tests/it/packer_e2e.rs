@@ -397,7 +397,7 @@ fn a_region_left_on_aws_ebs_fails_the_build_naming_region_and_snapshot() {
     assert!(b.text.contains("ok   us-east-1") && b.text.contains("ok   us-west-2"), "{}", b.text);
     assert_plugin_did_not_panic(&w, "build.log");
     assert_no_params(&m, "/amikey-demo/broken");
-    // Packer destroyed the builder's AMIs after the post-processor error (PROTOCOL.md §5.5).
+    // Packer destroyed the builder's AMIs after the post-processor error (docs/protocol.md §5).
     block_on(async {
         let aws = m.aws(None).await;
         for r in REGIONS {
