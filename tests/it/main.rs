@@ -25,7 +25,7 @@ mod architecture;
 // Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
 mod packer;
 // Real Packer 1.6.6 amazon-ebs builds on moto with amikey in the chain: publish, aws/ebs failure,
-// on_violation = "warn", SIGINT during post-processing; skips if `packer` is absent.
+// on_violation = "warn", SIGINT during post-processing; also the machinery packer_modern uses.
 mod packer_e2e;
 // scripts/release: archive and checksum names from `describe`, on fake binaries.
 mod release;
@@ -35,3 +35,6 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// Real Packer 1.9.4 (built by scripts/setup) on moto: required_plugins install, packer init
+// offline, validate, builds with the bundled and the current amazon plugin, SIGINT, JSON.
+mod packer_modern;
