@@ -25,7 +25,7 @@ mod architecture;
 // Real Packer 1.6.6 and 1.9.4: the legacy-named binary on both, data "amikey-preflight" on 1.9.4.
 mod packer;
 // Real Packer 1.6.6 amazon-ebs builds on moto with amikey in the chain: publish, aws/ebs failure,
-// on_violation = "warn", SIGINT during post-processing; skips if `packer` is absent.
+// on_violation = "warn", SIGINT during post-processing; also the machinery packer_modern uses.
 mod packer_e2e;
 // scripts/release: archive and checksum names from `describe`, on fake binaries.
 mod release;
@@ -45,3 +45,6 @@ mod copy;
 mod lifecycle;
 // The repository stands on its own: cited paths resolve inside it, no absolute machine paths.
 mod references;
+// Real Packer 1.9.4 (built by scripts/setup) on moto: required_plugins install, packer init
+// offline, validate, builds with the bundled and the current amazon plugin, SIGINT, JSON.
+mod packer_modern;
