@@ -3,8 +3,11 @@
 //!
 //! Owns: the service-linked-role catalog ([`CATALOG`]), grantee ARNs ([`grantee_arn`]), grant
 //! names ([`grant_name`]), the reconcile plan ([`plan`]) and the AccessDenied explanation
-//! ([`explain_access_denied`]). Must not know: AWS SDK types, how grants are listed or created,
-//! the clock.
+//! ([`explain_access_denied`]); for `amikey grant`, which keys take grants ([`published_key`],
+//! [`usable_keys`]), what is wanted ([`desired_grants`]), what is stale ([`stale_keys`]), what
+//! to list ([`grant_lookups`], [`collect_listings`]) and how a KMS refusal reads as a
+//! [`Problem`] ([`classify_failure`]). Must not know: AWS SDK types, how grants are listed or
+//! created, the clock.
 //!
 //! Rules the plan follows: exactly one grant per key × region × grantee; an existing grant
 //! satisfies if it has the same key, region and grantee and at least the needed operations,
