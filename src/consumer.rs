@@ -19,11 +19,9 @@ use crate::aws::{Aws, AwsError, AwsOptions};
 use crate::aws::{apply, read};
 use crate::core::doctor::{self, DoctorFacts, DoctorReport, KeyDescribe};
 use crate::core::facts::KeyManager;
-use crate::core::grants::{
-    self, DesiredGrant, ExistingGrant, GrantAction, GrantPlan, Grantee, catalog_entry, explain_access_denied,
-};
+use crate::core::grants::{self, ExistingGrant, GrantAction, GrantPlan, Grantee};
 use crate::core::ids::{arn_account, arn_region, is_account_id, is_key_arn};
-use crate::core::policy::{self, Consumer, PolicyFinding, generate_command};
+use crate::core::policy::{self, Consumer, PolicyFinding};
 
 /// Why a consumer command could not produce a report (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -80,34 +78,7 @@ pub fn check_key_arn(s: &str) -> Result<(), ConsumerError> {
     }
 }
 
-/// Where a key came from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct KeyInRegion {
-    /// The region the grant is for.
-    pub region: String,
-    /// The key (replica) ARN in that region.
-    pub key_arn: String,
-    /// `ssm:<name>`, `ami:<region>:<ami>`, `key-arn`, or `replica of <arn>`.
-    pub source: String,
-}
-
-/// A problem KMS or the inputs reported, with the next step.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Problem {
-    /// Stable code: `ACCESS_DENIED`, `SERVICE_LINKED_ROLE_MISSING`, `GRANTEE_NOT_FOUND`,
-    /// `AWS_MANAGED_KEY`, `KEY_NOT_FOUND`, `KEY_NOT_ENABLED`, `AWS_ERROR`.
-    pub code: String,
-    /// Region.
-    pub region: String,
-    /// Key ARN, when the problem concerns one.
-    pub key_arn: Option<String>,
-    /// Grantee ARN, when the problem concerns one.
-    pub grantee_arn: Option<String>,
-    /// What happened and why it matters.
-    pub message: String,
-    /// The exact command that fixes it, when there is one.
-    pub fix: Option<String>,
-}
+pub use crate::core::grants::{KeyInRegion, Problem};
 
 /// What happened to one planned action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -317,7 +288,7 @@ fn validate_regions(regions: &[String], skip: bool) -> Result<Vec<String>, Consu
 }
 
 /// Explains a failed KMS call on `key_arn` for `grantee` as a [`Problem`]; `AWS_ERROR` when it
-/// is none of the known refusals.
+/// is none of the known refusals (see [`grants::classify_failure`]).
 pub fn classify(
     err: &AwsError,
     account: &str,
@@ -325,60 +296,14 @@ pub fn classify(
     key_arn: &str,
     grantee: Option<(&Grantee, &str)>,
 ) -> Problem {
-    let code = err.code.as_deref().unwrap_or_default();
-    let mut p = Problem {
-        code: "AWS_ERROR".into(),
-        region: region.to_string(),
-        key_arn: Some(key_arn.to_string()),
-        grantee_arn: grantee.map(|(_, a)| a.to_string()),
-        message: err.to_string(),
-        fix: None,
+    let text = err.to_string();
+    let failure = grants::KmsFailure {
+        operation: err.operation,
+        code: err.code.as_deref(),
+        message: &err.message,
+        text: &text,
     };
-    match code {
-        "AccessDeniedException" | "AccessDenied" => {
-            p.code = "ACCESS_DENIED".into();
-            p.message = explain_access_denied(err.operation, key_arn, account);
-            p.fix = Some(generate_command(&[account], Some(key_arn)));
-        }
-        "InvalidArnException" => match grantee {
-            Some((Grantee::Service { service, suffix }, arn)) => {
-                p.code = "SERVICE_LINKED_ROLE_MISSING".into();
-                let cmd = catalog_entry(service).map(|e| e.create_command(suffix.as_deref()));
-                p.message = format!(
-                    "KMS rejects the grantee {arn}: the service-linked role does not exist yet in account {account} \
-                     (AWS creates it the first time the service is used, e.g. the first Auto Scaling group). Create it, \
-                     then run amikey grant again ({})",
-                    err.message
-                );
-                p.fix = cmd;
-            }
-            Some((Grantee::Role { .. }, arn)) => {
-                p.code = "GRANTEE_NOT_FOUND".into();
-                p.message = format!(
-                    "KMS rejects the grantee {arn}: the role does not exist (or was just created and has not propagated; \
-                     wait a minute and run again) ({})",
-                    err.message
-                );
-            }
-            None => {}
-        },
-        "NotFoundException" => {
-            p.code = "KEY_NOT_FOUND".into();
-            p.message = format!(
-                "{key_arn} does not exist in {region} (deleted, or a multi-Region key without a replica there): ask the producer for the current key ({})",
-                err.message
-            );
-        }
-        "DisabledException" | "KMSInvalidStateException" => {
-            p.code = "KEY_NOT_ENABLED".into();
-            p.message = format!(
-                "{key_arn} cannot be used: {} (the producer must enable it, or cancel its deletion)",
-                err.message
-            );
-        }
-        _ => {}
-    }
-    p
+    grants::classify_failure(&failure, account, region, key_arn, grantee)
 }
 
 /// The keys of the published parameter in each region where it exists: region → key ARN.
@@ -414,11 +339,22 @@ fn region_of(arn: &str) -> &str {
     arn_region(arn).unwrap_or_default()
 }
 
-/// Runs `amikey grant`.
-pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport, ConsumerError> {
-    // Validate everything before any call.
+/// `amikey grant`'s input, validated before any call.
+struct GrantInput {
+    /// `--region` values, sorted and deduplicated.
+    regions: Vec<String>,
+    /// Grantees that need a grant, sorted.
+    grantees: Vec<Grantee>,
+    /// Notes about grantees that need none.
+    notes: Vec<String>,
+    /// `--ami` values.
+    amis: crate::core::artifact::AmiSet,
+}
+
+/// Validates everything `amikey grant` was given, before any call.
+fn validate_grant(req: &GrantRequest) -> Result<GrantInput, ConsumerError> {
     let regions = validate_regions(&req.regions, req.skip_region_validation)?;
-    let (grantees, mut notes) = grantees(&req.services, &req.roles)?;
+    let (grantees, notes) = grantees(&req.services, &req.roles)?;
     if req.ssm_path.is_none() && req.amis.is_empty() && req.key_arns.is_empty() {
         return Err(ConsumerError::Input(
             "which keys? pass --ssm-path PATH (the producer's published mapping), --ami REGION:AMI, or --key-arn ARN"
@@ -443,61 +379,36 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     if grantees.is_empty() {
         return Err(ConsumerError::Input(format!("no grantee needs a grant: {}", notes.join("; "))));
     }
-    let fallback = regions.first().cloned().unwrap_or_else(|| "us-east-1".into());
-    let aws = Aws::connect(opts, &fallback).await;
-    let account = aws.account_id().await?;
+    Ok(GrantInput { regions, grantees, notes, amis })
+}
 
-    // Which keys, per region.
+/// The keys `amikey grant` was pointed at, before DescribeKey.
+struct FoundKeys {
+    /// Every key, per region.
+    keys: BTreeSet<KeyInRegion>,
+    /// With `--ssm-path`: the published parameter's name and its value per region.
+    published: Option<(String, BTreeMap<String, String>)>,
+}
+
+/// Gathers the keys: the published parameter in each region, the snapshots of each `--ami`,
+/// then the `--key-arn` values.
+async fn find_keys(
+    aws: &Aws,
+    req: &GrantRequest,
+    input: &GrantInput,
+    account: &str,
+) -> Result<FoundKeys, ConsumerError> {
     let mut keys: BTreeSet<KeyInRegion> = BTreeSet::new();
-    let mut published: BTreeMap<String, String> = BTreeMap::new();
-    let mut param_name = None;
+    let mut published = None;
     if let Some(p) = &req.ssm_path {
-        let (name, found) = published_keys(&aws, p, &regions).await?;
+        let (name, found) = published_keys(aws, p, &input.regions).await?;
         for (r, k) in &found {
-            if !is_key_arn(k) {
-                return Err(ConsumerError::Input(format!(
-                    "{name} in {r} holds {k:?}, not a key ARN: the producer's mapping is broken (run amikey publish again there)"
-                )));
-            }
-            // A multi-Region key published by its primary ARN: this region's replica.
-            let in_region = grants::expand_multi_region(k, std::slice::from_ref(r))
-                .into_iter()
-                .find(|(reg, _)| reg == r)
-                .map(|(_, a)| a)
-                .unwrap_or_else(|| k.clone());
-            keys.insert(KeyInRegion {
-                region: region_of(&in_region).to_string(),
-                key_arn: in_region,
-                source: format!("ssm:{name}"),
-            });
+            keys.insert(grants::published_key(&name, r, k).map_err(ConsumerError::Input)?);
         }
-        published = found;
-        param_name = Some(name);
+        published = Some((name, found));
     }
-    for (region, ami) in &amis.0 {
-        let Some(image) = read::describe_image(&aws, region, ami).await? else {
-            return Err(ConsumerError::Input(format!(
-                "{ami} is not visible in {region} to account {account}: not shared with it, deregistered, or in another region (amikey doctor --ami {region}:{ami} walks the whole chain)"
-            )));
-        };
-        let ids: Vec<String> = image.ebs_snapshots().into_iter().map(|(_, s, _)| s).collect();
-        let snaps = read::describe_snapshots_each(&aws, region, &ids).await?;
-        let hidden: Vec<&String> = ids.iter().filter(|i| !snaps.contains_key(*i)).collect();
-        if !hidden.is_empty() {
-            return Err(ConsumerError::Input(format!(
-                "the snapshots of {ami} ({}) are not visible to account {account} (not shared for create-volume, which launching does not need): pass the key with --key-arn or --ssm-path instead",
-                hidden.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        for snap in snaps.values() {
-            if let (true, Some(k)) = (snap.encrypted, &snap.kms_key_id) {
-                keys.insert(KeyInRegion {
-                    region: region_of(k).to_string(),
-                    key_arn: k.clone(),
-                    source: format!("ami:{region}:{ami}"),
-                });
-            }
-        }
+    for (region, ami) in &input.amis.0 {
+        keys.extend(ami_keys(aws, region, ami, account).await?);
     }
     for k in &req.key_arns {
         let k = k.trim();
@@ -507,118 +418,101 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
             source: "key-arn".into(),
         });
     }
+    Ok(FoundKeys { keys, published })
+}
 
-    // DescribeKey each; multi-Region keys given by ARN or found on an AMI expand to replicas.
-    let mut problems = Vec::new();
-    let described = join_all(keys.iter().map(|k| read::describe_key(&aws, &k.region, &k.key_arn))).await;
-    let mut usable: BTreeSet<KeyInRegion> = BTreeSet::new();
-    for (k, d) in keys.iter().zip(described) {
-        match d {
-            Err(e) => problems.push(classify(&e, &account, &k.region, &k.key_arn, None)),
-            Ok(info) if info.manager == KeyManager::Aws => problems.push(Problem {
-                code: "AWS_MANAGED_KEY".into(),
-                region: k.region.clone(),
-                key_arn: Some(k.key_arn.clone()),
-                grantee_arn: None,
-                message: format!(
-                    "{} is an AWS managed key (aws/ebs): it cannot be used from another account and takes no grants; the producer must re-encrypt the AMI with a customer managed key",
-                    k.key_arn
-                ),
-                fix: None,
-            }),
-            Ok(info) => {
-                usable.insert(k.clone());
-                if !k.source.starts_with("ssm:") {
-                    for (r, arn) in &info.replicas {
-                        if arn != &k.key_arn && (regions.is_empty() || regions.contains(r)) {
-                            usable.insert(KeyInRegion {
-                                region: r.clone(),
-                                key_arn: arn.clone(),
-                                source: format!("replica of {}", k.key_arn),
-                            });
-                        }
-                    }
-                }
-            }
-        }
+/// The keys of the encrypted snapshots of `ami` in `region`; an error when the AMI or its
+/// snapshots are not visible to `account`.
+async fn ami_keys(
+    aws: &Aws,
+    region: &str,
+    ami: &str,
+    account: &str,
+) -> Result<Vec<KeyInRegion>, ConsumerError> {
+    let Some(image) = read::describe_image(aws, region, ami).await? else {
+        return Err(ConsumerError::Input(format!(
+            "{ami} is not visible in {region} to account {account}: not shared with it, deregistered, or in another region (amikey doctor --ami {region}:{ami} walks the whole chain)"
+        )));
+    };
+    let ids: Vec<String> = image.ebs_snapshots().into_iter().map(|(_, s, _)| s).collect();
+    let snaps = read::describe_snapshots_each(aws, region, &ids).await?;
+    let hidden: Vec<&String> = ids.iter().filter(|i| !snaps.contains_key(*i)).collect();
+    if !hidden.is_empty() {
+        return Err(ConsumerError::Input(format!(
+            "the snapshots of {ami} ({}) are not visible to account {account} (not shared for create-volume, which launching does not need): pass the key with --key-arn or --ssm-path instead",
+            hidden.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
     }
-
-    // Desired grants, and what exists (ListGrants per key × grantee).
-    let mut desired = Vec::new();
-    let mut grantee_arns = BTreeMap::new();
-    for g in &grantees {
-        let arn = grants::grantee_arn(g, &account).map_err(|e| ConsumerError::Input(e.to_string()))?;
-        grantee_arns.insert(arn.clone(), g.clone());
-        let ops = g.operations().map_err(|e| ConsumerError::Input(e.to_string()))?;
-        for k in &usable {
-            desired.push(DesiredGrant {
-                key_arn: k.key_arn.clone(),
-                region: k.region.clone(),
-                grantee_arn: arn.clone(),
-                label: g.label(),
-                operations: ops.clone(),
+    let mut out = Vec::new();
+    for snap in snaps.values() {
+        if let (true, Some(k)) = (snap.encrypted, &snap.kms_key_id) {
+            out.push(KeyInRegion {
+                region: region_of(k).to_string(),
+                key_arn: k.clone(),
+                source: format!("ami:{region}:{ami}"),
             });
         }
     }
-    // Keys published before (parameter history) that no longer are: their amikey grants are stale.
-    let mut stale_keys: BTreeSet<(String, String)> = BTreeSet::new();
-    // Looked up even without --retire-stale, so the report can say what it would retire.
-    match &param_name {
-        Some(name) => {
-            let hist = join_all(published.keys().map(|r| read::parameter_history(&aws, r, name))).await;
-            let current: BTreeSet<&String> = usable.iter().map(|k| &k.key_arn).collect();
-            for h in hist {
-                for old in h? {
-                    let old = old.trim().to_string();
-                    if is_key_arn(&old) && !current.contains(&old) {
-                        stale_keys.insert((region_of(&old).to_string(), old));
-                    }
-                }
-            }
-        }
-        None if req.retire_stale => notes.push(
-            "--retire-stale needs --ssm-path: amikey learns which keys were published before from the parameter's history"
-                .into(),
-        ),
-        None => {}
-    }
-    let mut lookups: Vec<(String, String, String)> = Vec::new();
-    for k in &usable {
-        for arn in grantee_arns.keys() {
-            lookups.push((k.region.clone(), k.key_arn.clone(), arn.clone()));
-        }
-    }
-    for (r, k) in &stale_keys {
-        for arn in grantee_arns.keys() {
-            lookups.push((r.clone(), k.clone(), arn.clone()));
-        }
-    }
-    let listed = join_all(lookups.iter().map(|(r, k, g)| read::list_grants(&aws, r, k, g))).await;
-    let mut existing = Vec::new();
-    let mut unlistable: BTreeSet<(String, String)> = BTreeSet::new();
-    for ((r, k, g), l) in lookups.iter().zip(listed) {
-        match l {
-            Ok(v) => existing.extend(v),
-            Err(e)
-                if stale_keys.contains(&(r.clone(), k.clone()))
-                    && (e.is_not_found() || e.is_access_denied()) =>
-            {
-                // A stale key that is gone or closed to us: nothing of ours to retire there.
-            }
-            Err(e) => {
-                if unlistable.insert((k.clone(), g.clone())) {
-                    problems.push(classify(&e, &account, r, k, grantee_arns.get(g).map(|x| (x, g.as_str()))));
-                }
-            }
-        }
-    }
-    // Without a listing amikey cannot tell whether a grant exists: it creates nothing there.
-    desired.retain(|d| !unlistable.contains(&(d.key_arn.clone(), d.grantee_arn.clone())));
-    let plan: GrantPlan = grants::plan(&desired, &existing, req.retire_stale);
+    Ok(out)
+}
 
-    // Apply: creates first, then retires.
-    let mut outcomes: Vec<ActionOutcome> = plan
-        .actions
+/// DescribeKey on each key: the keys that take grants (multi-Region keys given by ARN or found
+/// on an AMI expand to their replicas in `regions`), and problems for the others.
+async fn describe_keys(
+    aws: &Aws,
+    account: &str,
+    keys: &BTreeSet<KeyInRegion>,
+    regions: &[String],
+) -> (BTreeSet<KeyInRegion>, Vec<Problem>) {
+    let described = join_all(keys.iter().map(|k| read::describe_key(aws, &k.region, &k.key_arn))).await;
+    let mut usable = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (k, d) in keys.iter().zip(described) {
+        match d.map(|info| grants::usable_keys(k, info.manager, &info.replicas, regions)) {
+            Err(e) => problems.push(classify(&e, account, &k.region, &k.key_arn, None)),
+            Ok(Err(p)) => problems.push(*p),
+            Ok(Ok(v)) => usable.extend(v),
+        }
+    }
+    (usable, problems)
+}
+
+/// Keys published before (the parameter `name`'s history in each region it is published in)
+/// that are not among the `usable` keys now.
+async fn stale_keys(
+    aws: &Aws,
+    name: &str,
+    published: &BTreeMap<String, String>,
+    usable: &BTreeSet<KeyInRegion>,
+) -> Result<BTreeSet<(String, String)>, ConsumerError> {
+    let hist = join_all(published.keys().map(|r| read::parameter_history(aws, r, name))).await;
+    let hist = hist.into_iter().collect::<Result<Vec<Vec<String>>, AwsError>>()?;
+    let current: BTreeSet<&str> = usable.iter().map(|k| k.key_arn.as_str()).collect();
+    Ok(grants::stale_keys(hist.iter().flatten().map(String::as_str), &current))
+}
+
+/// ListGrants for each lookup, in parallel.
+async fn list_grants(
+    aws: &Aws,
+    account: &str,
+    lookups: &[grants::Lookup],
+    stale: &BTreeSet<(String, String)>,
+    grantee_arns: &BTreeMap<String, Grantee>,
+) -> grants::Listings {
+    let listed = join_all(lookups.iter().map(|(r, k, g)| read::list_grants(aws, r, k, g))).await;
+    let listed = lookups.iter().zip(listed).map(|((r, k, g), l)| match l {
+        Ok(v) => grants::Listed::Grants(v),
+        Err(e) => grants::Listed::Refused {
+            gone_or_denied: e.is_not_found() || e.is_access_denied(),
+            problem: classify(&e, account, r, k, grantee_arns.get(g).map(|x| (x, g.as_str()))),
+        },
+    });
+    grants::collect_listings(lookups, listed, stale)
+}
+
+/// Every action of `plan`, `unchanged` or `planned`.
+fn planned_outcomes(plan: &GrantPlan) -> Vec<ActionOutcome> {
+    plan.actions
         .iter()
         .map(|a| ActionOutcome {
             action: a.clone(),
@@ -628,64 +522,108 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
             },
             created_grant_id: None,
         })
-        .collect();
-    if !req.dry_run {
-        for wave in [0, 1] {
-            let todo: Vec<usize> = outcomes
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| {
-                    matches!(
-                        (&o.action, wave),
-                        (GrantAction::Create { .. }, 0) | (GrantAction::Retire { .. }, 1)
-                    )
-                })
-                .map(|(i, _)| i)
-                .collect();
-            let results = join_all(todo.iter().map(|i| {
-                let a = outcomes[*i].action.clone();
-                let (aws, account) = (&aws, &account);
-                async move {
-                    match &a {
-                        GrantAction::Create { key_arn, region, grantee_arn, operations, name } => {
-                            apply::create_grant(aws, region, key_arn, grantee_arn, operations, name, account)
-                                .await
-                                .map(Some)
-                        }
-                        GrantAction::Retire { key_arn, region, grant_id, .. } => {
-                            apply::retire_grant(aws, region, key_arn, grant_id).await.map(|()| None)
-                        }
-                        GrantAction::Unchanged { .. } => Ok(None),
-                    }
+        .collect()
+}
+
+/// Applies the planned actions: creates first, then retires, each wave in parallel. A refused
+/// call becomes a problem.
+async fn apply_grants(
+    aws: &Aws,
+    account: &str,
+    outcomes: &mut [ActionOutcome],
+    grantee_arns: &BTreeMap<String, Grantee>,
+    problems: &mut Vec<Problem>,
+) {
+    for wave in [0, 1] {
+        let todo: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                matches!((&o.action, wave), (GrantAction::Create { .. }, 0) | (GrantAction::Retire { .. }, 1))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let results =
+            join_all(todo.iter().map(|i| apply_grant(aws, account, outcomes[*i].action.clone()))).await;
+        for (i, r) in todo.into_iter().zip(results) {
+            match r {
+                Ok(id) => {
+                    outcomes[i].outcome = Outcome::Changed;
+                    outcomes[i].created_grant_id = id;
                 }
-            }))
-            .await;
-            for (i, r) in todo.into_iter().zip(results) {
-                match r {
-                    Ok(id) => {
-                        outcomes[i].outcome = Outcome::Changed;
-                        outcomes[i].created_grant_id = id;
-                    }
-                    Err(e) => {
-                        outcomes[i].outcome = Outcome::Failed;
-                        let (region, key, grantee) = match &outcomes[i].action {
-                            GrantAction::Create { region, key_arn, grantee_arn, .. }
-                            | GrantAction::Retire { region, key_arn, grantee_arn, .. }
-                            | GrantAction::Unchanged { region, key_arn, grantee_arn, .. } => {
-                                (region.clone(), key_arn.clone(), grantee_arn.clone())
-                            }
-                        };
-                        problems.push(classify(
-                            &e,
-                            &account,
-                            &region,
-                            &key,
-                            grantee_arns.get(&grantee).map(|g| (g, grantee.as_str())),
-                        ));
-                    }
+                Err(e) => {
+                    outcomes[i].outcome = Outcome::Failed;
+                    let (region, key, grantee) = match &outcomes[i].action {
+                        GrantAction::Create { region, key_arn, grantee_arn, .. }
+                        | GrantAction::Retire { region, key_arn, grantee_arn, .. }
+                        | GrantAction::Unchanged { region, key_arn, grantee_arn, .. } => {
+                            (region.clone(), key_arn.clone(), grantee_arn.clone())
+                        }
+                    };
+                    problems.push(classify(
+                        &e,
+                        account,
+                        &region,
+                        &key,
+                        grantee_arns.get(&grantee).map(|g| (g, grantee.as_str())),
+                    ));
                 }
             }
         }
+    }
+}
+
+/// One grant write: CreateGrant (returning the new grant's id) or RetireGrant.
+async fn apply_grant(aws: &Aws, account: &str, a: GrantAction) -> Result<Option<String>, AwsError> {
+    match &a {
+        GrantAction::Create { key_arn, region, grantee_arn, operations, name } => {
+            apply::create_grant(aws, region, key_arn, grantee_arn, operations, name, account).await.map(Some)
+        }
+        GrantAction::Retire { key_arn, region, grant_id, .. } => {
+            apply::retire_grant(aws, region, key_arn, grant_id).await.map(|()| None)
+        }
+        GrantAction::Unchanged { .. } => Ok(None),
+    }
+}
+
+/// Runs `amikey grant`.
+pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport, ConsumerError> {
+    let input = validate_grant(req)?;
+    let mut notes = input.notes.clone();
+    let fallback = input.regions.first().cloned().unwrap_or_else(|| "us-east-1".into());
+    let aws = Aws::connect(opts, &fallback).await;
+    let account = aws.account_id().await?;
+
+    // Gather: the keys, which of them take grants, and what exists.
+    let found = find_keys(&aws, req, &input, &account).await?;
+    let (usable, mut problems) = describe_keys(&aws, &account, &found.keys, &input.regions).await;
+    let (desired, grantee_arns) = grants::desired_grants(&input.grantees, &account, &usable)
+        .map_err(|e| ConsumerError::Input(e.to_string()))?;
+    // Looked up even without --retire-stale, so the report can say what it would retire.
+    let stale = match &found.published {
+        Some((name, published)) => stale_keys(&aws, name, published, &usable).await?,
+        None => {
+            if req.retire_stale {
+                notes.push(
+                    "--retire-stale needs --ssm-path: amikey learns which keys were published before from the parameter's history"
+                        .into(),
+                );
+            }
+            BTreeSet::new()
+        }
+    };
+    let lookups = grants::grant_lookups(&usable, &stale, &grantee_arns);
+    let listings = list_grants(&aws, &account, &lookups, &stale, &grantee_arns).await;
+    problems.extend(listings.problems);
+
+    // Decide: without a listing amikey cannot tell whether a grant exists, so it creates
+    // nothing there.
+    let plan = grants::plan_listable(&desired, &listings.existing, &listings.unlistable, req.retire_stale);
+
+    // Apply: creates first, then retires.
+    let mut outcomes = planned_outcomes(&plan);
+    if !req.dry_run {
+        apply_grants(&aws, &account, &mut outcomes, &grantee_arns, &mut problems).await;
     }
     problems.sort();
     problems.dedup();

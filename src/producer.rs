@@ -149,68 +149,15 @@ pub async fn run_with(
     let listed: Vec<String> = intent.amis.0.iter().map(|(r, a)| format!("{r} {a}")).collect();
     progress.say(&format!("Checking {} AMI(s): {}", regions.len(), listed.join(", ")));
 
-    // Publish: the accounts to publish in, by assumed role (credentials are fetched on first use).
-    let mut publishers = Vec::new();
-    if opts.mode == Mode::Publish {
-        let role = intent.publish_role_name.clone().unwrap_or_default();
-        for account in &intent.publish_accounts {
-            let arn = format!("arn:aws:iam::{account}:role/{role}");
-            publishers.push((account.clone(), aws.assume(&arn, Some("amikey-publish"), None).await));
-        }
-    }
-    // Every region in parallel; for publish the sharing state is read in the same waves, and the
-    // account id alongside, so the writes can start as soon as verification is clean.
-    let gather_all = async {
-        match opts.mode {
-            Mode::Check => {
-                let mut out = Vec::new();
-                for g in join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))).await {
-                    out.push(match g {
-                        Ok(f) => Ok((f, Ok(()))),
-                        Err(e) => Err(e),
-                    });
-                }
-                (out, None)
-            }
-            Mode::Publish => {
-                let (g, account) = tokio::join!(
-                    join_all(regions.iter().map(|r| gather::gather_region_publish(
-                        aws,
-                        &publishers,
-                        intent,
-                        r
-                    ))),
-                    aws.account_id()
-                );
-                (g, Some(account))
-            }
-        }
+    let publishers = publishers(aws, intent, opts.mode).await;
+    let Gathered { facts, sharing, mut failed, account } =
+        gather_all(aws, intent, &regions, opts.mode, &publishers, cancel).await?;
+    let mut report = Report {
+        command: command.into(),
+        dry_run: opts.dry_run,
+        regions: verify_all(intent, &facts, progress),
+        ..Default::default()
     };
-    let (gathered, account) = tokio::select! {
-        g = gather_all => g,
-        () = cancel.cancelled() => return Err(ProducerError::Cancelled),
-    };
-    let mut facts: Vec<RegionFacts> = Vec::new();
-    let mut sharing: Vec<Result<(), AwsError>> = Vec::new();
-    let mut failed: Vec<(String, AwsError)> = Vec::new();
-    for (region, g) in regions.iter().zip(gathered) {
-        match g {
-            Ok((f, s)) => {
-                facts.push(f);
-                sharing.push(s);
-            }
-            Err(e) => failed.push((region.clone(), e)),
-        }
-    }
-    if facts.is_empty() && !failed.is_empty() {
-        return Err(ProducerError::Gather(failed.into_iter().map(|(_, e)| e).collect()));
-    }
-    let reports: Vec<RegionReport> = facts.iter().map(|f| verify::verify_region(intent, f)).collect();
-    for r in &reports {
-        progress.message(&region_line(r));
-    }
-    let mut report =
-        Report { command: command.into(), dry_run: opts.dry_run, regions: reports, ..Default::default() };
     if opts.mode == Mode::Check {
         report.errors = region_errors(intent, &failed);
         return Ok(report);
@@ -226,106 +173,18 @@ pub async fn run_with(
         Some(Err(e)) => return Err(ProducerError::Gather(vec![e])),
         None => String::new(),
     };
-
-    // Regions whose sharing state could not be read are not changed either.
-    let mut readable_facts = Vec::new();
-    let mut readable_reports = Vec::new();
-    for ((f, r), s) in facts.iter().zip(&report.regions).zip(sharing) {
-        match s {
-            Ok(()) => {
-                readable_facts.push(f);
-                readable_reports.push(r);
-            }
-            Err(e) => failed.push((f.region.clone(), e)),
-        }
-    }
-    failed.sort_by(|a, b| a.0.cmp(&b.0));
-    let steps: Vec<Step> = readable_facts
-        .iter()
-        .zip(&readable_reports)
-        .flat_map(|(f, r)| plan::plan_region(intent, f, r))
-        .collect();
-
-    let mut actions: Vec<ActionReport> = Vec::new();
-    let mut record = |s: &Step, status: Status, error: Option<String>| {
-        for t in &s.targets {
-            actions.push(ActionReport {
-                region: s.region.clone(),
-                account: s.account.clone().unwrap_or_else(|| account.clone()),
-                kind: s.kind.to_string(),
-                target: t.clone(),
-                status,
-                error: error.clone(),
-            });
-        }
-    };
-    let pending = steps.iter().filter(|s| s.write.is_some()).count();
-    if opts.dry_run {
-        for s in &steps {
-            record(s, if s.write.is_some() { Status::Planned } else { Status::Unchanged }, None);
-        }
+    let steps = plan_readable(intent, &facts, &report.regions, sharing, &mut failed);
+    let mut actions = if opts.dry_run {
+        steps.iter().flat_map(|s| plan::dry_run_actions(s, &account)).collect()
     } else {
-        if pending > 0 {
-            progress.say(&format!("Applying {pending} change(s)"));
-        }
-        let by_account: BTreeMap<&str, &Aws> = publishers.iter().map(|(a, p)| (a.as_str(), p)).collect();
-        let mut failed_regions: BTreeMap<String, String> = BTreeMap::new();
-        for wave in [0u8, 1] {
-            let todo: Vec<&Step> = steps.iter().filter(|s| s.wave == wave).collect();
-            let results = join_all(todo.iter().map(|s| {
-                let skip = failed_regions.get(&s.region).cloned();
-                let who = s.account.as_deref().and_then(|a| by_account.get(a).copied()).unwrap_or(aws);
-                async move {
-                    let Some(w) = &s.write else {
-                        return (Status::Unchanged, None);
-                    };
-                    if let Some(why) = skip {
-                        return (Status::Skipped, Some(format!("not attempted: {why}")));
-                    }
-                    if cancel.is_cancelled() {
-                        return (Status::Skipped, Some("not attempted: cancelled".to_string()));
-                    }
-                    match apply::apply(who, &s.region, w).await {
-                        Ok(()) => (Status::Changed, None),
-                        Err(e) => {
-                            let e = match &s.account {
-                                Some(a) => e.in_account(a),
-                                None => e,
-                            };
-                            (Status::Failed, Some(e.to_string()))
-                        }
-                    }
-                }
-            }))
-            .await;
-            for (s, (status, err)) in todo.iter().zip(results) {
-                if status == Status::Failed {
-                    failed_regions
-                        .entry(s.region.clone())
-                        .or_insert_with(|| format!("an earlier change in {} failed", s.region));
-                }
-                record(s, status, err);
-            }
-        }
-    }
+        apply_steps(aws, &publishers, &steps, &account, progress, cancel).await
+    };
     if !opts.dry_run {
         crate::lifecycle::read_back(aws, intent, &mut actions).await;
     }
     for (region, e) in &failed {
         let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
-        for (acct, kind, target) in plan::unread_region_items(intent, &ami) {
-            actions.push(ActionReport {
-                region: region.clone(),
-                account: acct.unwrap_or_else(|| account.clone()),
-                kind: kind.to_string(),
-                target,
-                status: Status::Skipped,
-                error: Some(format!(
-                    "not attempted: the state in {region} could not be read ({})",
-                    e.message
-                )),
-            });
-        }
+        actions.extend(plan::unread_region_actions(intent, region, &ami, &account, &e.message));
     }
     report.errors = region_errors(intent, &failed);
     actions.sort();
@@ -337,6 +196,168 @@ pub async fn run_with(
         c.get(&Status::Unchanged).copied().unwrap_or(0)
     ));
     Ok(report)
+}
+
+/// Publish: the accounts to publish in, by assumed role (credentials are fetched on first use).
+/// Empty for check.
+async fn publishers(aws: &Aws, intent: &Intent, mode: Mode) -> Vec<(String, Aws)> {
+    let mut publishers = Vec::new();
+    if mode == Mode::Publish {
+        let role = intent.publish_role_name.clone().unwrap_or_default();
+        for account in &intent.publish_accounts {
+            let arn = format!("arn:aws:iam::{account}:role/{role}");
+            publishers.push((account.clone(), aws.assume(&arn, Some("amikey-publish"), None).await));
+        }
+    }
+    publishers
+}
+
+/// What the gather phase read.
+struct Gathered {
+    /// Facts of each region that could be read, in region order.
+    facts: Vec<RegionFacts>,
+    /// Per entry of `facts`, whether its sharing state could be read (always `Ok` for check).
+    sharing: Vec<Result<(), AwsError>>,
+    /// Regions whose state could not be read, with why.
+    failed: Vec<(String, AwsError)>,
+    /// The account id (publish only).
+    account: Option<Result<String, AwsError>>,
+}
+
+/// Gathers every region in parallel; for publish the sharing state is read in the same waves,
+/// and the account id alongside, so the writes can start as soon as verification is clean.
+/// An error when cancelled, or when no region could be read.
+async fn gather_all(
+    aws: &Aws,
+    intent: &Intent,
+    regions: &[String],
+    mode: Mode,
+    publishers: &[(String, Aws)],
+    cancel: &CancellationToken,
+) -> Result<Gathered, ProducerError> {
+    let gather_all = async {
+        match mode {
+            Mode::Check => {
+                let mut out = Vec::new();
+                for g in join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))).await {
+                    out.push(match g {
+                        Ok(f) => Ok((f, Ok(()))),
+                        Err(e) => Err(e),
+                    });
+                }
+                (out, None)
+            }
+            Mode::Publish => {
+                let (g, account) = tokio::join!(
+                    join_all(
+                        regions.iter().map(|r| gather::gather_region_publish(aws, publishers, intent, r))
+                    ),
+                    aws.account_id()
+                );
+                (g, Some(account))
+            }
+        }
+    };
+    let (gathered, account) = tokio::select! {
+        g = gather_all => g,
+        () = cancel.cancelled() => return Err(ProducerError::Cancelled),
+    };
+    let mut out = Gathered { facts: Vec::new(), sharing: Vec::new(), failed: Vec::new(), account };
+    for (region, g) in regions.iter().zip(gathered) {
+        match g {
+            Ok((f, s)) => {
+                out.facts.push(f);
+                out.sharing.push(s);
+            }
+            Err(e) => out.failed.push((region.clone(), e)),
+        }
+    }
+    if out.facts.is_empty() && !out.failed.is_empty() {
+        return Err(ProducerError::Gather(out.failed.into_iter().map(|(_, e)| e).collect()));
+    }
+    Ok(out)
+}
+
+/// Verifies each gathered region, with one progress line per region.
+fn verify_all(intent: &Intent, facts: &[RegionFacts], progress: &dyn Progress) -> Vec<RegionReport> {
+    let reports: Vec<RegionReport> = facts.iter().map(|f| verify::verify_region(intent, f)).collect();
+    for r in &reports {
+        progress.message(&region_line(r));
+    }
+    reports
+}
+
+/// The steps for the regions whose sharing state could be read; the others join `failed`
+/// (sorted by region), to be reported as not attempted.
+fn plan_readable(
+    intent: &Intent,
+    facts: &[RegionFacts],
+    reports: &[RegionReport],
+    sharing: Vec<Result<(), AwsError>>,
+    failed: &mut Vec<(String, AwsError)>,
+) -> Vec<Step> {
+    let mut readable = Vec::new();
+    for ((f, r), s) in facts.iter().zip(reports).zip(sharing) {
+        match s {
+            Ok(()) => readable.push((f, r)),
+            Err(e) => failed.push((f.region.clone(), e)),
+        }
+    }
+    failed.sort_by(|a, b| a.0.cmp(&b.0));
+    readable.into_iter().flat_map(|(f, r)| plan::plan_region(intent, f, r)).collect()
+}
+
+/// Applies `steps`: wave 0, then wave 1, each in parallel, the publish accounts' steps through
+/// their assumed roles. After a failure in a region, its later steps are not attempted; after
+/// a cancel, no further step is.
+async fn apply_steps(
+    aws: &Aws,
+    publishers: &[(String, Aws)],
+    steps: &[Step],
+    account: &str,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Vec<ActionReport> {
+    let pending = steps.iter().filter(|s| s.write.is_some()).count();
+    if pending > 0 {
+        progress.say(&format!("Applying {pending} change(s)"));
+    }
+    let by_account: BTreeMap<&str, &Aws> = publishers.iter().map(|(a, p)| (a.as_str(), p)).collect();
+    let mut failed_regions: BTreeMap<String, String> = BTreeMap::new();
+    let mut actions = Vec::new();
+    for wave in [0u8, 1] {
+        let todo: Vec<&Step> = steps.iter().filter(|s| s.wave == wave).collect();
+        let results = join_all(todo.iter().map(|s| {
+            let earlier = failed_regions.get(&s.region).cloned();
+            let who = s.account.as_deref().and_then(|a| by_account.get(a).copied()).unwrap_or(aws);
+            async move {
+                let w = match plan::attempt(s, earlier.as_deref(), cancel.is_cancelled()) {
+                    Ok(w) => w,
+                    Err(not_attempted) => return not_attempted,
+                };
+                match apply::apply(who, &s.region, w).await {
+                    Ok(()) => (Status::Changed, None),
+                    Err(e) => {
+                        let e = match &s.account {
+                            Some(a) => e.in_account(a),
+                            None => e,
+                        };
+                        (Status::Failed, Some(e.to_string()))
+                    }
+                }
+            }
+        }))
+        .await;
+        for (s, (status, err)) in todo.iter().zip(results) {
+            if status == Status::Failed {
+                failed_regions
+                    .entry(s.region.clone())
+                    .or_insert_with(|| format!("an earlier change in {} failed", s.region));
+            }
+            actions.extend(plan::step_actions(s, account, status, err));
+        }
+    }
+    actions
 }
 
 /// `check_key_policy` (publish only): each clean region's intended key policy (read in the

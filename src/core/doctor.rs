@@ -285,135 +285,55 @@ fn grant_command(grantee: &Grantee, key_arn: &str) -> String {
     }
 }
 
-/// Runs the checklist over `facts` at time `now` (Unix seconds).
-pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
-    let acct = &facts.consumer_account;
-    let region = &facts.region;
-    let ami = &facts.ami_id;
-    let mut checks = Vec::new();
-    let mut causes: Vec<(u8, String)> = Vec::new();
+/// How well a failing check explains `Client.InternalError: Client error on launch`: the
+/// report names the cause of the first (lowest) rank, ties broken by text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CauseRank {
+    /// The snapshots are under the producer's AWS managed key.
+    AwsManagedKey,
+    /// A key cannot be used: not enabled, gone, or its policy shuts the consumer out.
+    KeyUnusable,
+    /// A service-linked role does not exist yet.
+    RoleMissing,
+    /// A service-linked role has no grant on a key.
+    GrantMissing,
+    /// A block-device override re-encrypts with a key the role cannot use.
+    OverrideKey,
+}
 
-    // 1. The AMI is shared with this account.
-    match &facts.image {
-        Some(img) => checks.push(check(
-            "ami.visible",
-            "AMI shared with this account",
-            Status::Pass,
-            format!("{ami} is visible (owner {})", img.owner_id),
-            None,
-        )),
-        None => checks.push(check(
-            "ami.visible",
-            "AMI shared with this account",
-            Status::Fail,
-            format!("DescribeImages does not return {ami} in {region}: not shared with {acct}, deregistered, or in another region"),
-            Some(format!(
-                "aws ec2 modify-image-attribute --region {region} --image-id {ami} --launch-permission \"Add=[{{UserId={acct}}}]\"  # in the producer account"
-            )),
-        )),
+/// What the checks found so far: the checklist in chain order and the causes they point at.
+#[derive(Debug, Default)]
+struct Findings {
+    /// Checks, in the order they ran.
+    checks: Vec<Check>,
+    /// Candidate causes of `Client.InternalError`, with their rank.
+    causes: Vec<(CauseRank, String)>,
+}
+
+impl Findings {
+    /// Adds a check.
+    fn push(&mut self, c: Check) {
+        self.checks.push(c);
     }
 
-    // 2. State and deprecation.
-    match &facts.image {
-        None => {
-            checks.push(check("ami.state", "AMI available", Status::Skip, "AMI not visible", None));
-            checks.push(check(
-                "ami.deprecation",
-                "AMI not deprecated",
-                Status::Skip,
-                "AMI not visible",
-                None,
-            ));
-        }
-        Some(img) => {
-            if img.state == "available" {
-                checks.push(check("ami.state", "AMI available", Status::Pass, "state available", None));
-            } else {
-                checks.push(check(
-                    "ami.state",
-                    "AMI available",
-                    Status::Fail,
-                    format!("state {}: only an available AMI can be launched", img.state),
-                    None,
-                ));
-            }
-            match img.deprecation_time.as_deref() {
-                None => checks.push(check(
-                    "ami.deprecation",
-                    "AMI not deprecated",
-                    Status::Pass,
-                    "no deprecation time",
-                    None,
-                )),
-                Some(t) => match parse_rfc3339(t) {
-                    None => checks.push(check(
-                        "ami.deprecation",
-                        "AMI not deprecated",
-                        Status::Skip,
-                        format!("deprecation time {t:?} is not RFC 3339"),
-                        None,
-                    )),
-                    Some(at) if at > now => checks.push(check(
-                        "ami.deprecation",
-                        "AMI not deprecated",
-                        Status::Pass,
-                        format!("deprecates at {t}"),
-                        None,
-                    )),
-                    Some(_) => checks.push(check(
-                        "ami.deprecation",
-                        "AMI not deprecated",
-                        Status::Fail,
-                        format!(
-                            "deprecated since {t}: still launchable by id, but hidden from DescribeImages \
-                             listings and filters; move to the producer's current AMI"
-                        ),
-                        None,
-                    )),
-                },
-            }
-        }
+    /// Adds a candidate cause.
+    fn cause(&mut self, rank: CauseRank, text: String) {
+        self.causes.push((rank, text));
     }
+}
 
-    // 3. Snapshots visible, and which keys encrypt them.
-    let hidden: Vec<&ConsumerSnapshot> = facts.snapshots.iter().filter(|s| !s.visible).collect();
-    if facts.snapshots.is_empty() {
-        checks.push(check(
-            "snapshots.visible",
-            "Snapshots visible",
-            Status::Skip,
-            "no EBS snapshots known for this AMI",
-            None,
-        ));
-    } else if hidden.is_empty() {
-        checks.push(check(
-            "snapshots.visible",
-            "Snapshots visible",
-            Status::Pass,
-            format!("{} snapshot(s) visible", facts.snapshots.len()),
-            None,
-        ));
-    } else {
-        let ids = hidden.iter().map(|s| s.snapshot_id.as_str()).collect::<Vec<_>>().join(", ");
-        match &facts.published_key_arn {
-            Some(k) => checks.push(check(
-                "snapshots.visible",
-                "Snapshots visible",
-                Status::Skip,
-                format!("{ids} not shared for create-volume (launching does not need it); using the published key {k}"),
-                None,
-            )),
-            None => checks.push(check(
-                "snapshots.visible",
-                "Snapshots visible",
-                Status::Fail,
-                format!("{ids} not visible and no key published: amikey cannot tell which key encrypts them"),
-                Some(format!("amikey doctor --ami {region}:{ami} --key-arn KEY_ARN  # the key ARN from the producer's SSM mapping")),
-            )),
-        }
-    }
+/// The keys a launch of the AMI involves: those of its encrypted snapshots, else the published
+/// one.
+#[derive(Debug)]
+struct KeysInPlay {
+    /// Key ids or ARNs, sorted.
+    keys: BTreeSet<String>,
+    /// Whether any snapshot is known to be encrypted.
+    any_encrypted: bool,
+}
 
-    // Keys in play: from visible snapshots, else the published one.
+/// The keys in play for `facts`.
+fn keys_in_play(facts: &DoctorFacts) -> KeysInPlay {
     let mut keys: BTreeSet<String> = facts
         .snapshots
         .iter()
@@ -426,63 +346,186 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
     {
         keys.insert(k.clone());
     }
-    let manager = |k: &str| -> Option<KeyManager> {
-        if is_aws_managed_alias(k) {
-            return Some(KeyManager::Aws);
-        }
-        facts.snapshots.iter().find(|s| s.kms_key_id.as_deref() == Some(k)).and_then(|s| s.key_manager).or(
-            match facts.keys.get(k) {
-                Some(KeyDescribe::Ok { key_manager, .. }) => Some(*key_manager),
-                _ => None,
-            },
-        )
-    };
+    KeysInPlay { keys, any_encrypted }
+}
 
-    // 4. Encrypted with a customer managed key, not aws/ebs.
-    if !any_encrypted && keys.is_empty() {
-        let status = if facts.snapshots.is_empty() { Status::Skip } else { Status::Pass };
-        checks.push(check(
-            "snapshots.cmk",
-            "Encrypted with a customer managed key",
-            status,
-            "snapshots are not encrypted: no key involved",
+/// Who manages key `k`: an `alias/aws/…` is AWS managed; otherwise what a snapshot under it
+/// or `DescribeKey` says.
+fn key_manager(facts: &DoctorFacts, k: &str) -> Option<KeyManager> {
+    if is_aws_managed_alias(k) {
+        return Some(KeyManager::Aws);
+    }
+    facts.snapshots.iter().find(|s| s.kms_key_id.as_deref() == Some(k)).and_then(|s| s.key_manager).or(
+        match facts.keys.get(k) {
+            Some(KeyDescribe::Ok { key_manager, .. }) => Some(*key_manager),
+            _ => None,
+        },
+    )
+}
+
+/// Check 1, `ami.visible`: the AMI is shared with this account.
+fn ami_visible(facts: &DoctorFacts, out: &mut Findings) {
+    let (acct, region, ami) = (&facts.consumer_account, &facts.region, &facts.ami_id);
+    match &facts.image {
+        Some(img) => out.push(check(
+            "ami.visible",
+            "AMI shared with this account",
+            Status::Pass,
+            format!("{ami} is visible (owner {})", img.owner_id),
+            None,
+        )),
+        None => out.push(check(
+            "ami.visible",
+            "AMI shared with this account",
+            Status::Fail,
+            format!("DescribeImages does not return {ami} in {region}: not shared with {acct}, deregistered, or in another region"),
+            Some(format!(
+                "aws ec2 modify-image-attribute --region {region} --image-id {ami} --launch-permission \"Add=[{{UserId={acct}}}]\"  # in the producer account"
+            )),
+        )),
+    }
+}
+
+/// Check 2, `ami.state` and `ami.deprecation`: the AMI is available and not deprecated at
+/// `now`; both are skipped when it is not visible.
+fn ami_state(facts: &DoctorFacts, now: i64, out: &mut Findings) {
+    match &facts.image {
+        None => {
+            out.push(check("ami.state", "AMI available", Status::Skip, "AMI not visible", None));
+            out.push(check("ami.deprecation", "AMI not deprecated", Status::Skip, "AMI not visible", None));
+        }
+        Some(img) => {
+            out.push(ami_available(img));
+            out.push(ami_not_deprecated(img, now));
+        }
+    }
+}
+
+/// `ami.state`: only an available AMI can be launched.
+fn ami_available(img: &ConsumerImage) -> Check {
+    if img.state == "available" {
+        check("ami.state", "AMI available", Status::Pass, "state available", None)
+    } else {
+        check(
+            "ami.state",
+            "AMI available",
+            Status::Fail,
+            format!("state {}: only an available AMI can be launched", img.state),
+            None,
+        )
+    }
+}
+
+/// `ami.deprecation`: the deprecation time, if any, is after `now`.
+fn ami_not_deprecated(img: &ConsumerImage, now: i64) -> Check {
+    let (id, title) = ("ami.deprecation", "AMI not deprecated");
+    match img.deprecation_time.as_deref() {
+        None => check(id, title, Status::Pass, "no deprecation time", None),
+        Some(t) => match parse_rfc3339(t) {
+            None => check(id, title, Status::Skip, format!("deprecation time {t:?} is not RFC 3339"), None),
+            Some(at) if at > now => check(id, title, Status::Pass, format!("deprecates at {t}"), None),
+            Some(_) => check(
+                id,
+                title,
+                Status::Fail,
+                format!(
+                    "deprecated since {t}: still launchable by id, but hidden from DescribeImages \
+                     listings and filters; move to the producer's current AMI"
+                ),
+                None,
+            ),
+        },
+    }
+}
+
+/// Check 3, `snapshots.visible`: the snapshots are visible, or a published key says which key
+/// encrypts them.
+fn snapshots_visible(facts: &DoctorFacts, out: &mut Findings) {
+    let (region, ami) = (&facts.region, &facts.ami_id);
+    let (id, title) = ("snapshots.visible", "Snapshots visible");
+    let hidden: Vec<&ConsumerSnapshot> = facts.snapshots.iter().filter(|s| !s.visible).collect();
+    if facts.snapshots.is_empty() {
+        out.push(check(id, title, Status::Skip, "no EBS snapshots known for this AMI", None));
+    } else if hidden.is_empty() {
+        out.push(check(
+            id,
+            title,
+            Status::Pass,
+            format!("{} snapshot(s) visible", facts.snapshots.len()),
             None,
         ));
     } else {
-        let aws_managed: Vec<&String> = keys.iter().filter(|k| manager(k) == Some(KeyManager::Aws)).collect();
-        if aws_managed.is_empty() {
-            checks.push(check(
-                "snapshots.cmk",
-                "Encrypted with a customer managed key",
-                Status::Pass,
-                format!("key(s): {}", keys.iter().cloned().collect::<Vec<_>>().join(", ")),
+        let ids = hidden.iter().map(|s| s.snapshot_id.as_str()).collect::<Vec<_>>().join(", ");
+        match &facts.published_key_arn {
+            Some(k) => out.push(check(
+                id,
+                title,
+                Status::Skip,
+                format!("{ids} not shared for create-volume (launching does not need it); using the published key {k}"),
                 None,
-            ));
-        } else {
-            let list = aws_managed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
-            checks.push(check(
-                "snapshots.cmk",
-                "Encrypted with a customer managed key",
+            )),
+            None => out.push(check(
+                id,
+                title,
                 Status::Fail,
-                format!("encrypted with the AWS managed key ({list}), which no other account can use"),
-                Some(format!(
-                    "rebuild in the producer account with a customer managed key for {region} (amikey `region_kms_key_ids`, amazon-ebs `kms_key_id`)"
-                )),
-            ));
-            causes.push((0, format!("the snapshots are encrypted with the producer's AWS managed key ({list}), which cannot be used from account {acct}")));
+                format!("{ids} not visible and no key published: amikey cannot tell which key encrypts them"),
+                Some(format!("amikey doctor --ami {region}:{ami} --key-arn KEY_ARN  # the key ARN from the producer's SSM mapping")),
+            )),
         }
     }
+}
 
-    // 5. Each key is reachable (DescribeKey).
-    let mut reachable: BTreeSet<&String> = BTreeSet::new();
-    for k in &keys {
+/// Check 4, `snapshots.cmk`: the snapshots are encrypted with a customer managed key, not an
+/// AWS managed one.
+fn snapshots_cmk(facts: &DoctorFacts, keys: &KeysInPlay, out: &mut Findings) {
+    let (acct, region) = (&facts.consumer_account, &facts.region);
+    let (id, title) = ("snapshots.cmk", "Encrypted with a customer managed key");
+    if !keys.any_encrypted && keys.keys.is_empty() {
+        let status = if facts.snapshots.is_empty() { Status::Skip } else { Status::Pass };
+        out.push(check(id, title, status, "snapshots are not encrypted: no key involved", None));
+        return;
+    }
+    let aws_managed: Vec<&String> =
+        keys.keys.iter().filter(|k| key_manager(facts, k) == Some(KeyManager::Aws)).collect();
+    if aws_managed.is_empty() {
+        out.push(check(
+            id,
+            title,
+            Status::Pass,
+            format!("key(s): {}", keys.keys.iter().cloned().collect::<Vec<_>>().join(", ")),
+            None,
+        ));
+    } else {
+        let list = aws_managed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+        out.push(check(
+            id,
+            title,
+            Status::Fail,
+            format!("encrypted with the AWS managed key ({list}), which no other account can use"),
+            Some(format!(
+                "rebuild in the producer account with a customer managed key for {region} (amikey `region_kms_key_ids`, amazon-ebs `kms_key_id`)"
+            )),
+        ));
+        out.cause(
+            CauseRank::AwsManagedKey,
+            format!("the snapshots are encrypted with the producer's AWS managed key ({list}), which cannot be used from account {acct}"),
+        );
+    }
+}
+
+/// Check 5, `key.reachable:<key>`: each key in play is Enabled and `DescribeKey` answers from
+/// this account. Returns the keys that are.
+fn keys_reachable<'k>(facts: &DoctorFacts, keys: &'k KeysInPlay, out: &mut Findings) -> BTreeSet<&'k str> {
+    let (acct, region) = (&facts.consumer_account, &facts.region);
+    let mut reachable = BTreeSet::new();
+    for k in &keys.keys {
         let id = format!("key.reachable:{k}");
         let title = "Key reachable (DescribeKey)";
         match facts.keys.get(k) {
-            None => checks.push(check(id, title, Status::Skip, format!("{k} was not described"), None)),
+            None => out.push(check(id, title, Status::Skip, format!("{k} was not described"), None)),
             Some(KeyDescribe::Ok { state, .. }) if state == "Enabled" => {
-                reachable.insert(k);
-                checks.push(check(id, title, Status::Pass, format!("{k} is Enabled"), None));
+                reachable.insert(k.as_str());
+                out.push(check(id, title, Status::Pass, format!("{k} is Enabled"), None));
             }
             Some(KeyDescribe::Ok { state, .. }) => {
                 let fix = match state.as_str() {
@@ -492,241 +535,299 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                     )),
                     _ => None,
                 };
-                checks.push(check(
+                out.push(check(
                     id,
                     title,
                     Status::Fail,
                     format!("{k} is {state}: KMS refuses every cryptographic use"),
                     fix,
                 ));
-                causes.push((1, format!("key {k} is {state}, so EC2 cannot decrypt the AMI's snapshots")));
+                out.cause(
+                    CauseRank::KeyUnusable,
+                    format!("key {k} is {state}, so EC2 cannot decrypt the AMI's snapshots"),
+                );
             }
             Some(KeyDescribe::NotFound) => {
-                checks.push(check(
+                out.push(check(
                     id,
                     title,
                     Status::Fail,
                     format!("{k} does not exist in {region} (deleted, or a multi-Region key without a replica in {region})"),
                     None,
                 ));
-                causes.push((1, format!("key {k} does not exist in {region}")));
+                out.cause(CauseRank::KeyUnusable, format!("key {k} does not exist in {region}"));
             }
             Some(KeyDescribe::AccessDenied) => {
-                checks.push(check(
+                out.push(check(
                     id,
                     title,
                     Status::Fail,
                     explain_access_denied("DescribeKey", k, acct),
                     Some(generate_command(&[acct], Some(k))),
                 ));
-                causes.push((
-                    1,
+                out.cause(
+                    CauseRank::KeyUnusable,
                     format!("the key policy of {k} does not let account {acct} use the key, so EC2 cannot decrypt the AMI's snapshots"),
-                ));
+                );
             }
-            Some(KeyDescribe::Error { message }) => {
-                checks.push(check(
-                    id,
-                    title,
-                    Status::Fail,
-                    format!("DescribeKey on {k} failed: {message}"),
-                    None,
-                ));
-            }
-        }
-    }
-
-    // 6. Service-linked roles exist, and 7. each has a grant on each key.
-    let mut roles: Vec<&ServiceRoleFacts> = facts.service_roles.iter().collect();
-    roles.sort_by(|a, b| a.grantee.cmp(&b.grantee));
-    for role in &roles {
-        let label = role.grantee.label();
-        let ops = match role.grantee.operations() {
-            Ok(ops) => ops,
-            Err(e) => {
-                checks.push(check(
-                    format!("slr.exists:{label}"),
-                    format!("Service-linked role {label}"),
-                    Status::Skip,
-                    e.to_string(),
-                    None,
-                ));
-                continue;
-            }
-        };
-        let create = match &role.grantee {
-            Grantee::Service { service, suffix } => {
-                catalog_entry(service).map(|e| e.create_command(suffix.as_deref()))
-            }
-            Grantee::Role { .. } => None,
-        };
-        match role.exists {
-            Some(true) => checks.push(check(
-                format!("slr.exists:{label}"),
-                format!("Service-linked role {label}"),
-                Status::Pass,
-                format!("{} exists (a grant names it)", role.role_arn),
+            Some(KeyDescribe::Error { message }) => out.push(check(
+                id,
+                title,
+                Status::Fail,
+                format!("DescribeKey on {k} failed: {message}"),
                 None,
             )),
-            Some(false) => {
-                checks.push(check(
-                    format!("slr.exists:{label}"),
-                    format!("Service-linked role {label}"),
-                    Status::Fail,
-                    format!("{} does not exist yet, so no grant can name it", role.role_arn),
-                    create.clone(),
-                ));
-                causes.push((
-                    2,
-                    format!(
-                        "the service-linked role {} does not exist yet, so it has no grant on the key",
-                        role.role_arn
-                    ),
-                ));
-            }
-            None => checks.push(check(
+        }
+    }
+    reachable
+}
+
+/// Checks 6 and 7 for one grantee: `slr.exists:<label>` (the role exists), then
+/// `grant:<label>:<key>` (it has a grant on each customer managed key in play).
+fn service_role(
+    facts: &DoctorFacts,
+    role: &ServiceRoleFacts,
+    keys: &KeysInPlay,
+    reachable: &BTreeSet<&str>,
+    out: &mut Findings,
+) {
+    let label = role.grantee.label();
+    let ops = match role.grantee.operations() {
+        Ok(ops) => ops,
+        Err(e) => {
+            out.push(check(
                 format!("slr.exists:{label}"),
                 format!("Service-linked role {label}"),
                 Status::Skip,
-                format!(
-                    "{} not verified (amikey does not call IAM); if `amikey grant` reports it missing, create it{}",
-                    role.role_arn,
-                    create.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
-                ),
+                e.to_string(),
                 None,
-            )),
+            ));
+            return;
         }
-        for k in &keys {
-            if manager(k) == Some(KeyManager::Aws) {
-                continue;
-            }
-            let id = format!("grant:{label}:{k}");
-            let title = format!("Grant for {label} on the key");
-            if role.exists == Some(false) {
-                checks.push(check(id, title, Status::Skip, "create the service-linked role first", None));
-                continue;
-            }
-            let region_of_key = arn_region(k).unwrap_or(region);
-            if role.grants.iter().any(|g| satisfies(g, k, region_of_key, &role.role_arn, &ops)) {
-                checks.push(check(
-                    id,
-                    title,
-                    Status::Pass,
-                    format!("{} has a grant on {k} with {}", role.role_arn, ops.join(" ")),
-                    None,
-                ));
-            } else {
-                let mut detail = format!("no grant on {k} gives {} {}", role.role_arn, ops.join(" "));
-                if !reachable.contains(k) {
-                    detail.push_str("; fix the key policy first, or the grant will be denied too");
-                }
-                checks.push(check(id, title, Status::Fail, detail, Some(grant_command(&role.grantee, k))));
-                causes.push((
-                    3,
-                    format!(
-                        "{} has no grant on {k}: KMS denies it when EC2 decrypts the snapshot for the launch, and the group reports \
-                         `Client.InternalError: Client error on launch` (AWS troubleshooting, cross-account key)",
-                        role.role_arn
-                    ),
-                ));
-            }
+    };
+    role_exists(role, &label, out);
+    for k in &keys.keys {
+        if key_manager(facts, k) == Some(KeyManager::Aws) {
+            continue;
         }
+        role_grant(facts, role, &label, &ops, k, reachable.contains(k.as_str()), out);
     }
+}
 
-    // 8. Launch template / ASG block-device overrides.
-    match &facts.launch_target {
-        None => checks.push(check(
+/// Check 6, `slr.exists:<label>`: whether the role exists (known only when a grant names it or
+/// KMS rejected it).
+fn role_exists(role: &ServiceRoleFacts, label: &str, out: &mut Findings) {
+    let create = match &role.grantee {
+        Grantee::Service { service, suffix } => {
+            catalog_entry(service).map(|e| e.create_command(suffix.as_deref()))
+        }
+        Grantee::Role { .. } => None,
+    };
+    let (id, title) = (format!("slr.exists:{label}"), format!("Service-linked role {label}"));
+    match role.exists {
+        Some(true) => out.push(check(
+            id,
+            title,
+            Status::Pass,
+            format!("{} exists (a grant names it)", role.role_arn),
+            None,
+        )),
+        Some(false) => {
+            out.push(check(
+                id,
+                title,
+                Status::Fail,
+                format!("{} does not exist yet, so no grant can name it", role.role_arn),
+                create,
+            ));
+            out.cause(
+                CauseRank::RoleMissing,
+                format!(
+                    "the service-linked role {} does not exist yet, so it has no grant on the key",
+                    role.role_arn
+                ),
+            );
+        }
+        None => out.push(check(
+            id,
+            title,
+            Status::Skip,
+            format!(
+                "{} not verified (amikey does not call IAM); if `amikey grant` reports it missing, create it{}",
+                role.role_arn,
+                create.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
+            ),
+            None,
+        )),
+    }
+}
+
+/// Check 7, `grant:<label>:<key>`: the role has a grant on `k` with `ops`. `reachable`: the
+/// key passed check 5 (if not, the fix names the key policy first).
+fn role_grant(
+    facts: &DoctorFacts,
+    role: &ServiceRoleFacts,
+    label: &str,
+    ops: &[String],
+    k: &str,
+    reachable: bool,
+    out: &mut Findings,
+) {
+    let id = format!("grant:{label}:{k}");
+    let title = format!("Grant for {label} on the key");
+    if role.exists == Some(false) {
+        out.push(check(id, title, Status::Skip, "create the service-linked role first", None));
+        return;
+    }
+    let region_of_key = arn_region(k).unwrap_or(&facts.region);
+    if role.grants.iter().any(|g| satisfies(g, k, region_of_key, &role.role_arn, ops)) {
+        out.push(check(
+            id,
+            title,
+            Status::Pass,
+            format!("{} has a grant on {k} with {}", role.role_arn, ops.join(" ")),
+            None,
+        ));
+        return;
+    }
+    let mut detail = format!("no grant on {k} gives {} {}", role.role_arn, ops.join(" "));
+    if !reachable {
+        detail.push_str("; fix the key policy first, or the grant will be denied too");
+    }
+    out.push(check(id, title, Status::Fail, detail, Some(grant_command(&role.grantee, k))));
+    out.cause(
+        CauseRank::GrantMissing,
+        format!(
+            "{} has no grant on {k}: KMS denies it when EC2 decrypts the snapshot for the launch, and the group reports \
+             `Client.InternalError: Client error on launch` (AWS troubleshooting, cross-account key)",
+            role.role_arn
+        ),
+    );
+}
+
+/// Check 8, `overrides`: the launch template's or group's block-device overrides keep the
+/// AMI's key (one `overrides:<source>:<device>` line per offending override, or one pass line).
+fn overrides(facts: &DoctorFacts, keys: &KeysInPlay, roles: &[&ServiceRoleFacts], out: &mut Findings) {
+    let Some(target) = &facts.launch_target else {
+        out.push(check(
             "overrides",
             "Block-device overrides keep the AMI's key",
             Status::Skip,
             "no --asg or --launch-template given",
             None,
-        )),
-        Some(target) => {
-            let mut bad = false;
-            for o in &facts.overrides {
-                let id = format!("overrides:{}:{}", o.source, o.device_name);
-                let title = format!("{} {} keeps the AMI's key", o.source, o.device_name);
-                if o.encrypted == Some(false) && any_encrypted {
-                    bad = true;
-                    checks.push(check(
-                        id,
-                        title,
-                        Status::Fail,
-                        "sets Encrypted=false on a volume from an encrypted snapshot, which EC2 rejects",
-                        Some(format!("remove Encrypted=false from {} {}", o.source, o.device_name)),
-                    ));
-                    continue;
-                }
-                let Some(other) = o.kms_key_id.as_ref().filter(|k| !keys.contains(*k)) else {
-                    continue;
-                };
-                let covered = roles.iter().filter(|r| r.grantee.operations().is_ok()).all(|r| {
-                    r.grantee.operations().is_ok_and(|ops| {
-                        let reg = arn_region(other).unwrap_or(region);
-                        r.grants.iter().any(|g| satisfies(g, other, reg, &r.role_arn, &ops))
-                    })
-                });
-                if covered && !roles.is_empty() {
-                    checks.push(check(
-                        id,
-                        title,
-                        Status::Pass,
-                        format!("re-encrypts with {other}, which the service-linked roles have grants on"),
-                        None,
-                    ));
-                    continue;
-                }
-                bad = true;
-                let fix = if other.starts_with("arn:") {
-                    let grantee = roles
-                        .first()
-                        .map(|r| r.grantee.clone())
-                        .unwrap_or(Grantee::Service { service: "autoscaling".into(), suffix: None });
-                    Some(grant_command(&grantee, other))
-                } else {
-                    Some(format!(
-                        "use the key ARN instead of {other:?} in {}, or remove its KmsKeyId to keep the AMI's key",
-                        o.source
-                    ))
-                };
-                checks.push(check(
-                    id,
-                    title,
-                    Status::Fail,
-                    format!(
-                        "re-encrypts {} with {other}: the service-linked role needs that key too (a grant, or a key-policy statement if it is in this account), besides ReEncrypt on the AMI's key",
-                        o.device_name
-                    ),
-                    fix,
-                ));
-                causes.push((
-                    4,
-                    format!(
-                        "{} re-encrypts {} with {other}, which the service-linked role cannot use",
-                        o.source, o.device_name
-                    ),
-                ));
-            }
-            if !bad {
-                checks.push(check(
-                    "overrides",
-                    "Block-device overrides keep the AMI's key",
-                    Status::Pass,
-                    format!("{target}: no override changes the key"),
-                    None,
-                ));
-            }
-        }
+        ));
+        return;
+    };
+    let mut bad = false;
+    for o in &facts.overrides {
+        bad |= !override_keeps_key(facts, keys, roles, o, out);
     }
+    if !bad {
+        out.push(check(
+            "overrides",
+            "Block-device overrides keep the AMI's key",
+            Status::Pass,
+            format!("{target}: no override changes the key"),
+            None,
+        ));
+    }
+}
 
-    causes.sort();
+/// One override of check 8: false (with a failing check) when it turns encryption off on an
+/// encrypted snapshot, or re-encrypts with a key not every grantee has a grant on.
+fn override_keeps_key(
+    facts: &DoctorFacts,
+    keys: &KeysInPlay,
+    roles: &[&ServiceRoleFacts],
+    o: &BlockDeviceOverride,
+    out: &mut Findings,
+) -> bool {
+    let region = &facts.region;
+    let id = format!("overrides:{}:{}", o.source, o.device_name);
+    let title = format!("{} {} keeps the AMI's key", o.source, o.device_name);
+    if o.encrypted == Some(false) && keys.any_encrypted {
+        out.push(check(
+            id,
+            title,
+            Status::Fail,
+            "sets Encrypted=false on a volume from an encrypted snapshot, which EC2 rejects",
+            Some(format!("remove Encrypted=false from {} {}", o.source, o.device_name)),
+        ));
+        return false;
+    }
+    let Some(other) = o.kms_key_id.as_ref().filter(|k| !keys.keys.contains(*k)) else {
+        return true;
+    };
+    let covered = roles.iter().filter(|r| r.grantee.operations().is_ok()).all(|r| {
+        r.grantee.operations().is_ok_and(|ops| {
+            let reg = arn_region(other).unwrap_or(region);
+            r.grants.iter().any(|g| satisfies(g, other, reg, &r.role_arn, &ops))
+        })
+    });
+    if covered && !roles.is_empty() {
+        out.push(check(
+            id,
+            title,
+            Status::Pass,
+            format!("re-encrypts with {other}, which the service-linked roles have grants on"),
+            None,
+        ));
+        return true;
+    }
+    let fix = if other.starts_with("arn:") {
+        let grantee = roles
+            .first()
+            .map(|r| r.grantee.clone())
+            .unwrap_or(Grantee::Service { service: "autoscaling".into(), suffix: None });
+        Some(grant_command(&grantee, other))
+    } else {
+        Some(format!(
+            "use the key ARN instead of {other:?} in {}, or remove its KmsKeyId to keep the AMI's key",
+            o.source
+        ))
+    };
+    out.push(check(
+        id,
+        title,
+        Status::Fail,
+        format!(
+            "re-encrypts {} with {other}: the service-linked role needs that key too (a grant, or a key-policy statement if it is in this account), besides ReEncrypt on the AMI's key",
+            o.device_name
+        ),
+        fix,
+    ));
+    out.cause(
+        CauseRank::OverrideKey,
+        format!(
+            "{} re-encrypts {} with {other}, which the service-linked role cannot use",
+            o.source, o.device_name
+        ),
+    );
+    false
+}
+
+/// Runs the checklist over `facts` at time `now` (Unix seconds).
+pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
+    let mut out = Findings::default();
+    ami_visible(facts, &mut out);
+    ami_state(facts, now, &mut out);
+    snapshots_visible(facts, &mut out);
+    let keys = keys_in_play(facts);
+    snapshots_cmk(facts, &keys, &mut out);
+    let reachable = keys_reachable(facts, &keys, &mut out);
+    let mut roles: Vec<&ServiceRoleFacts> = facts.service_roles.iter().collect();
+    roles.sort_by(|a, b| a.grantee.cmp(&b.grantee));
+    for role in &roles {
+        service_role(facts, role, &keys, &reachable, &mut out);
+    }
+    overrides(facts, &keys, &roles, &mut out);
+    out.causes.sort();
     DoctorReport {
-        ami_id: ami.clone(),
-        region: region.clone(),
-        account: acct.clone(),
-        checks,
-        likely_cause: causes.into_iter().next().map(|(_, c)| c),
+        ami_id: facts.ami_id.clone(),
+        region: facts.region.clone(),
+        account: facts.consumer_account.clone(),
+        checks: out.checks,
+        likely_cause: out.causes.into_iter().next().map(|(_, c)| c),
     }
 }
 
@@ -1071,5 +1172,85 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn deprecation_table() {
+        let cases: &[(Option<&str>, Status)] = &[
+            (None, Status::Pass),
+            (Some("2030-01-01T00:00:00Z"), Status::Pass),
+            (Some("2025-06-15T15:06:40Z"), Status::Fail),
+            (Some("2025-01-01T00:00:00.000Z"), Status::Fail),
+            (Some("soon"), Status::Skip),
+        ];
+        for (t, want) in cases {
+            let img = ConsumerImage {
+                state: "available".into(),
+                owner_id: "444455556666".into(),
+                name: None,
+                deprecation_time: t.map(str::to_string),
+            };
+            assert_eq!(ami_not_deprecated(&img, NOW).status, *want, "{t:?}");
+        }
+    }
+
+    /// A key that is not Enabled fails; the fix depends on the state.
+    #[test]
+    fn key_state_fix_table() {
+        let cases: &[(&str, Status, Option<&str>)] = &[
+            ("Enabled", Status::Pass, None),
+            ("Disabled", Status::Fail, Some("aws kms enable-key")),
+            ("PendingDeletion", Status::Fail, Some("aws kms cancel-key-deletion")),
+            ("PendingReplicaDeletion", Status::Fail, Some("aws kms cancel-key-deletion")),
+            ("PendingImport", Status::Fail, None),
+        ];
+        for (state, status, fix) in cases {
+            let mut f = healthy();
+            f.keys.insert(
+                KEY.into(),
+                KeyDescribe::Ok {
+                    key_manager: KeyManager::Customer,
+                    state: (*state).into(),
+                    multi_region: false,
+                },
+            );
+            let r = diagnose(&f, NOW);
+            let c = status_of(&r, &format!("key.reachable:{KEY}"));
+            assert_eq!(c.status, *status, "{state}");
+            assert_eq!(
+                c.fix.as_deref().map(|f| f.starts_with(fix.unwrap_or("-"))),
+                fix.map(|_| true),
+                "{state}"
+            );
+        }
+    }
+
+    /// The likely cause is the failing link nearest the key: AWS managed key, then an unusable
+    /// key, a missing role, a missing grant, an override.
+    #[test]
+    fn likely_cause_ranking() {
+        assert!(CauseRank::AwsManagedKey < CauseRank::KeyUnusable);
+        assert!(CauseRank::KeyUnusable < CauseRank::RoleMissing);
+        assert!(CauseRank::RoleMissing < CauseRank::GrantMissing);
+        assert!(CauseRank::GrantMissing < CauseRank::OverrideKey);
+        let other = "arn:aws:kms:us-east-1:111122223333:key/local";
+        let mut f = healthy();
+        f.launch_target = Some("ASG web".into());
+        f.overrides = vec![BlockDeviceOverride {
+            source: "ASG web".into(),
+            device_name: "/dev/xvda".into(),
+            encrypted: Some(true),
+            kms_key_id: Some(other.into()),
+        }];
+        let cause = |f: &DoctorFacts| diagnose(f, NOW).likely_cause.unwrap_or_default();
+        assert!(cause(&f).contains("re-encrypts"), "{}", cause(&f));
+        f.service_roles[0].grants.clear();
+        assert!(cause(&f).contains("has no grant on"), "{}", cause(&f));
+        f.service_roles[0].exists = Some(false);
+        assert!(cause(&f).contains("does not exist yet"), "{}", cause(&f));
+        f.keys.insert(KEY.into(), KeyDescribe::NotFound);
+        assert!(cause(&f).contains("does not exist in us-east-1"), "{}", cause(&f));
+        f.snapshots[0].kms_key_id = Some("alias/aws/ebs".into());
+        assert!(cause(&f).contains("AWS managed key"), "{}", cause(&f));
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! Owns: the service-linked-role catalog ([`CATALOG`]), grantee ARNs ([`grantee_arn`]), grant
 //! names ([`grant_name`]), the reconcile plan ([`plan`]) and the AccessDenied explanation
-//! ([`explain_access_denied`]). Must not know: AWS SDK types, how grants are listed or created,
-//! the clock.
+//! ([`explain_access_denied`]); for `amikey grant`, which keys take grants ([`published_key`],
+//! [`usable_keys`]), what is wanted ([`desired_grants`]), what is stale ([`stale_keys`]), what
+//! to list ([`grant_lookups`], [`collect_listings`]) and how a KMS refusal reads as a
+//! [`Problem`] ([`classify_failure`]). Must not know: AWS SDK types, how grants are listed or
+//! created, the clock.
 //!
 //! Rules the plan follows: exactly one grant per key × region × grantee; an existing grant
 //! satisfies if it has the same key, region and grantee and at least the needed operations,
@@ -16,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::core::ids::{arn_account, arn_region, is_account_id};
+use crate::core::facts::KeyManager;
+use crate::core::ids::{arn_account, arn_region, is_account_id, is_key_arn};
 use crate::core::policy::generate_command;
 
 /// Every grant amikey creates has a name starting with this.
@@ -708,6 +712,299 @@ pub fn explain_access_denied(operation: &str, key_arn: &str, consumer_account: &
     )
 }
 
+/// A key a grant is wanted on, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct KeyInRegion {
+    /// The region the grant is for.
+    pub region: String,
+    /// The key (replica) ARN in that region.
+    pub key_arn: String,
+    /// `ssm:<name>`, `ami:<region>:<ami>`, `key-arn`, or `replica of <arn>`.
+    pub source: String,
+}
+
+/// A problem KMS or the inputs reported, with the next step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Problem {
+    /// Stable code: `ACCESS_DENIED`, `SERVICE_LINKED_ROLE_MISSING`, `GRANTEE_NOT_FOUND`,
+    /// `AWS_MANAGED_KEY`, `KEY_NOT_FOUND`, `KEY_NOT_ENABLED`, `AWS_ERROR`.
+    pub code: String,
+    /// Region.
+    pub region: String,
+    /// Key ARN, when the problem concerns one.
+    pub key_arn: Option<String>,
+    /// Grantee ARN, when the problem concerns one.
+    pub grantee_arn: Option<String>,
+    /// What happened and why it matters.
+    pub message: String,
+    /// The exact command that fixes it, when there is one.
+    pub fix: Option<String>,
+}
+
+/// A failed KMS call as plain facts (the AWS layer's error without its type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KmsFailure<'a> {
+    /// The API operation (`CreateGrant`).
+    pub operation: &'a str,
+    /// The service error code (`AccessDeniedException`), when the service answered.
+    pub code: Option<&'a str>,
+    /// The service's message.
+    pub message: &'a str,
+    /// The whole error as the AWS layer renders it, for failures no rule explains.
+    pub text: &'a str,
+}
+
+/// Explains a failed KMS call on `key_arn` for `grantee` (with its ARN) as a [`Problem`];
+/// `AWS_ERROR` when it is none of the known refusals.
+pub fn classify_failure(
+    err: &KmsFailure,
+    account: &str,
+    region: &str,
+    key_arn: &str,
+    grantee: Option<(&Grantee, &str)>,
+) -> Problem {
+    let code = err.code.unwrap_or_default();
+    let mut p = Problem {
+        code: "AWS_ERROR".into(),
+        region: region.to_string(),
+        key_arn: Some(key_arn.to_string()),
+        grantee_arn: grantee.map(|(_, a)| a.to_string()),
+        message: err.text.to_string(),
+        fix: None,
+    };
+    match code {
+        "AccessDeniedException" | "AccessDenied" => {
+            p.code = "ACCESS_DENIED".into();
+            p.message = explain_access_denied(err.operation, key_arn, account);
+            p.fix = Some(generate_command(&[account], Some(key_arn)));
+        }
+        "InvalidArnException" => match grantee {
+            Some((Grantee::Service { service, suffix }, arn)) => {
+                p.code = "SERVICE_LINKED_ROLE_MISSING".into();
+                let cmd = catalog_entry(service).map(|e| e.create_command(suffix.as_deref()));
+                p.message = format!(
+                    "KMS rejects the grantee {arn}: the service-linked role does not exist yet in account {account} \
+                     (AWS creates it the first time the service is used, e.g. the first Auto Scaling group). Create it, \
+                     then run amikey grant again ({})",
+                    err.message
+                );
+                p.fix = cmd;
+            }
+            Some((Grantee::Role { .. }, arn)) => {
+                p.code = "GRANTEE_NOT_FOUND".into();
+                p.message = format!(
+                    "KMS rejects the grantee {arn}: the role does not exist (or was just created and has not propagated; \
+                     wait a minute and run again) ({})",
+                    err.message
+                );
+            }
+            None => {}
+        },
+        "NotFoundException" => {
+            p.code = "KEY_NOT_FOUND".into();
+            p.message = format!(
+                "{key_arn} does not exist in {region} (deleted, or a multi-Region key without a replica there): ask the producer for the current key ({})",
+                err.message
+            );
+        }
+        "DisabledException" | "KMSInvalidStateException" => {
+            p.code = "KEY_NOT_ENABLED".into();
+            p.message = format!(
+                "{key_arn} cannot be used: {} (the producer must enable it, or cancel its deletion)",
+                err.message
+            );
+        }
+        _ => {}
+    }
+    p
+}
+
+/// The key a published parameter `name` holds in `region` (`value`): a key ARN, for a
+/// multi-Region key published by its primary ARN this region's replica. An error message when
+/// the value is not a key ARN.
+pub fn published_key(name: &str, region: &str, value: &str) -> Result<KeyInRegion, String> {
+    if !is_key_arn(value) {
+        return Err(format!(
+            "{name} in {region} holds {value:?}, not a key ARN: the producer's mapping is broken (run amikey publish again there)"
+        ));
+    }
+    let in_region = expand_multi_region(value, &[region.to_string()])
+        .into_iter()
+        .find(|(reg, _)| reg == region)
+        .map(|(_, a)| a)
+        .unwrap_or_else(|| value.to_string());
+    Ok(KeyInRegion {
+        region: arn_region(&in_region).unwrap_or_default().to_string(),
+        key_arn: in_region,
+        source: format!("ssm:{name}"),
+    })
+}
+
+/// Whether key `k`, described as managed by `manager` with multi-Region `replicas` (region →
+/// ARN), takes grants: `k` itself and, unless it came from the published parameter (which
+/// names each region's key), its replicas in `regions` (all when empty). An AWS managed key
+/// is an `AWS_MANAGED_KEY` problem.
+pub fn usable_keys(
+    k: &KeyInRegion,
+    manager: KeyManager,
+    replicas: &BTreeMap<String, String>,
+    regions: &[String],
+) -> Result<Vec<KeyInRegion>, Box<Problem>> {
+    if manager == KeyManager::Aws {
+        return Err(Box::new(Problem {
+            code: "AWS_MANAGED_KEY".into(),
+            region: k.region.clone(),
+            key_arn: Some(k.key_arn.clone()),
+            grantee_arn: None,
+            message: format!(
+                "{} is an AWS managed key (aws/ebs): it cannot be used from another account and takes no grants; the producer must re-encrypt the AMI with a customer managed key",
+                k.key_arn
+            ),
+            fix: None,
+        }));
+    }
+    let mut out = vec![k.clone()];
+    if !k.source.starts_with("ssm:") {
+        for (r, arn) in replicas {
+            if arn != &k.key_arn && (regions.is_empty() || regions.contains(r)) {
+                out.push(KeyInRegion {
+                    region: r.clone(),
+                    key_arn: arn.clone(),
+                    source: format!("replica of {}", k.key_arn),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The grants wanted: each grantee on each usable key, and the grantees by ARN in `account`.
+pub fn desired_grants<'k>(
+    grantees: &[Grantee],
+    account: &str,
+    keys: impl IntoIterator<Item = &'k KeyInRegion> + Clone,
+) -> Result<(Vec<DesiredGrant>, BTreeMap<String, Grantee>), GrantError> {
+    let mut desired = Vec::new();
+    let mut by_arn = BTreeMap::new();
+    for g in grantees {
+        let arn = grantee_arn(g, account)?;
+        by_arn.insert(arn.clone(), g.clone());
+        let ops = g.operations()?;
+        for k in keys.clone() {
+            desired.push(DesiredGrant {
+                key_arn: k.key_arn.clone(),
+                region: k.region.clone(),
+                grantee_arn: arn.clone(),
+                label: g.label(),
+                operations: ops.clone(),
+            });
+        }
+    }
+    Ok((desired, by_arn))
+}
+
+/// Keys published before (the parameter's `history` values) that no longer are (not in
+/// `current`): their amikey grants are stale. As (region, key ARN); values that are not key
+/// ARNs are ignored.
+pub fn stale_keys<'h>(
+    history: impl IntoIterator<Item = &'h str>,
+    current: &BTreeSet<&str>,
+) -> BTreeSet<(String, String)> {
+    history
+        .into_iter()
+        .map(str::trim)
+        .filter(|old| is_key_arn(old) && !current.contains(old))
+        .map(|old| (arn_region(old).unwrap_or_default().to_string(), old.to_string()))
+        .collect()
+}
+
+/// One `ListGrants` call: (region, key ARN, grantee ARN).
+pub type Lookup = (String, String, String);
+
+/// The `ListGrants` calls to make: every grantee on every usable key, then on every stale key.
+pub fn grant_lookups<'k>(
+    usable: impl IntoIterator<Item = &'k KeyInRegion>,
+    stale: &BTreeSet<(String, String)>,
+    grantee_arns: &BTreeMap<String, Grantee>,
+) -> Vec<Lookup> {
+    let mut out = Vec::new();
+    for k in usable {
+        for arn in grantee_arns.keys() {
+            out.push((k.region.clone(), k.key_arn.clone(), arn.clone()));
+        }
+    }
+    for (r, k) in stale {
+        for arn in grantee_arns.keys() {
+            out.push((r.clone(), k.clone(), arn.clone()));
+        }
+    }
+    out
+}
+
+/// What one `ListGrants` call returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// The grants.
+    Grants(Vec<ExistingGrant>),
+    /// Refused; `gone_or_denied` for NotFound and AccessDenied, with the problem it would be.
+    Refused {
+        /// The key does not exist or is closed to this account.
+        gone_or_denied: bool,
+        /// The refusal explained ([`classify_failure`]).
+        problem: Problem,
+    },
+}
+
+/// The grants that exist, and the key × grantee pairs that could not be listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listings {
+    /// Every grant listed.
+    pub existing: Vec<ExistingGrant>,
+    /// (key ARN, grantee ARN) pairs whose listing was refused: amikey cannot tell whether a
+    /// grant exists there, so it creates none.
+    pub unlistable: BTreeSet<(String, String)>,
+    /// One problem per unlistable pair.
+    pub problems: Vec<Problem>,
+}
+
+/// Sorts the answers to `lookups` (in the same order): a stale key that is gone or closed to
+/// this account has nothing of amikey's to retire; any other refusal makes its key × grantee
+/// unlistable, reported once.
+pub fn collect_listings(
+    lookups: &[Lookup],
+    listed: impl IntoIterator<Item = Listed>,
+    stale: &BTreeSet<(String, String)>,
+) -> Listings {
+    let mut out = Listings::default();
+    for ((r, k, g), l) in lookups.iter().zip(listed) {
+        match l {
+            Listed::Grants(v) => out.existing.extend(v),
+            Listed::Refused { gone_or_denied: true, .. } if stale.contains(&(r.clone(), k.clone())) => {}
+            Listed::Refused { problem, .. } => {
+                if out.unlistable.insert((k.clone(), g.clone())) {
+                    out.problems.push(problem);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`plan`] over the desired grants whose key × grantee could be listed.
+pub fn plan_listable(
+    desired: &[DesiredGrant],
+    existing: &[ExistingGrant],
+    unlistable: &BTreeSet<(String, String)>,
+    retire_stale: bool,
+) -> GrantPlan {
+    let listable: Vec<DesiredGrant> = desired
+        .iter()
+        .filter(|d| !unlistable.contains(&(d.key_arn.clone(), d.grantee_arn.clone())))
+        .cloned()
+        .collect();
+    plan(&listable, existing, retire_stale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -964,5 +1261,205 @@ mod tests {
         assert!(m.contains("account 999999999999, region eu-west-1"), "{m}");
         let m = explain_access_denied("kms:Decrypt", KEY, ACCT);
         assert!(m.contains("AmikeyConsumerCrypto") && m.contains("cannot decrypt"), "{m}");
+    }
+
+    fn key_in(region: &str, key: &str, source: &str) -> KeyInRegion {
+        KeyInRegion { region: region.into(), key_arn: key.into(), source: source.into() }
+    }
+
+    fn failure<'a>(op: &'a str, code: Option<&'a str>) -> KmsFailure<'a> {
+        KmsFailure { operation: op, code, message: "refused", text: "CreateGrant in eu-west-1: refused" }
+    }
+
+    /// Each KMS refusal maps to one problem code, with or without a fix.
+    #[test]
+    fn classify_failure_table() {
+        let svc = Grantee::Service { service: "autoscaling".into(), suffix: None };
+        let role = Grantee::Role { arn: "arn:aws:iam::111111111111:role/node".into() };
+        let cases: &[(Option<&str>, Option<&Grantee>, &str, bool)] = &[
+            (Some("AccessDeniedException"), None, "ACCESS_DENIED", true),
+            (Some("AccessDenied"), Some(&svc), "ACCESS_DENIED", true),
+            (Some("InvalidArnException"), Some(&svc), "SERVICE_LINKED_ROLE_MISSING", true),
+            (Some("InvalidArnException"), Some(&role), "GRANTEE_NOT_FOUND", false),
+            (Some("InvalidArnException"), None, "AWS_ERROR", false),
+            (Some("NotFoundException"), None, "KEY_NOT_FOUND", false),
+            (Some("DisabledException"), None, "KEY_NOT_ENABLED", false),
+            (Some("KMSInvalidStateException"), Some(&svc), "KEY_NOT_ENABLED", false),
+            (Some("ThrottlingException"), None, "AWS_ERROR", false),
+            (None, None, "AWS_ERROR", false),
+        ];
+        for (code, grantee, want, has_fix) in cases {
+            let g = grantee.map(|g| (g, "arn:grantee"));
+            let p = classify_failure(&failure("CreateGrant", *code), ACCT, "eu-west-1", KEY, g);
+            assert_eq!((p.code.as_str(), p.fix.is_some()), (*want, *has_fix), "{code:?} {grantee:?}");
+            assert_eq!(p.grantee_arn.as_deref(), grantee.map(|_| "arn:grantee"));
+            if *want == "AWS_ERROR" {
+                assert_eq!(p.message, "CreateGrant in eu-west-1: refused");
+            }
+        }
+    }
+
+    #[test]
+    fn published_key_table() {
+        let mrk = "arn:aws:kms:us-east-1:999999999999:key/mrk-1234";
+        /// Value, region, and the (region, key ARN) wanted or an error.
+        type Case<'a> = (&'a str, &'a str, Result<(&'a str, &'a str), ()>);
+        let cases: &[Case] = &[
+            (KEY, "eu-west-1", Ok(("eu-west-1", KEY))),
+            (mrk, "eu-west-1", Ok(("eu-west-1", "arn:aws:kms:eu-west-1:999999999999:key/mrk-1234"))),
+            (mrk, "us-east-1", Ok(("us-east-1", mrk))),
+            ("alias/images", "eu-west-1", Err(())),
+        ];
+        for (value, region, want) in cases {
+            let got = published_key("/p/kms_key_arn", region, value);
+            match want {
+                Ok((r, k)) => assert_eq!(got, Ok(key_in(r, k, "ssm:/p/kms_key_arn")), "{value}"),
+                Err(()) => assert!(got.unwrap_err().contains("not a key ARN"), "{value}"),
+            }
+        }
+    }
+
+    /// An AWS managed key is a problem; replicas are added unless the key came from the
+    /// parameter, and only in the requested regions.
+    #[test]
+    fn usable_keys_table() {
+        let mrk = "arn:aws:kms:us-east-1:999999999999:key/mrk-1";
+        let eu = "arn:aws:kms:eu-west-1:999999999999:key/mrk-1";
+        let ap = "arn:aws:kms:ap-south-1:999999999999:key/mrk-1";
+        let replicas = BTreeMap::from([
+            ("us-east-1".to_string(), mrk.to_string()),
+            ("eu-west-1".to_string(), eu.to_string()),
+            ("ap-south-1".to_string(), ap.to_string()),
+        ]);
+        let all: &[&str] = &[];
+        /// Source, manager, requested regions, and the key ARNs wanted (None: a problem).
+        type Case<'a> = (&'a str, KeyManager, &'a [&'a str], Option<&'a [&'a str]>);
+        let cases: &[Case] = &[
+            ("key-arn", KeyManager::Aws, all, None),
+            ("key-arn", KeyManager::Customer, all, Some(&[mrk, ap, eu])),
+            ("ami:us-east-1:ami-1", KeyManager::Customer, &["eu-west-1"], Some(&[mrk, eu])),
+            ("ssm:/p/kms_key_arn", KeyManager::Customer, all, Some(&[mrk])),
+        ];
+        for (source, manager, regions, want) in cases {
+            let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+            let got = usable_keys(&key_in("us-east-1", mrk, source), *manager, &replicas, &regions);
+            match want {
+                None => assert_eq!(got.unwrap_err().code, "AWS_MANAGED_KEY"),
+                Some(keys) => {
+                    let got: Vec<String> = got.unwrap().into_iter().map(|k| k.key_arn).collect();
+                    assert_eq!(got, *keys, "{source}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn desired_grants_pair_every_grantee_with_every_key() {
+        let keys = [key_in("eu-west-1", KEY, "key-arn")];
+        let grantees = [
+            Grantee::Service { service: "autoscaling".into(), suffix: None },
+            Grantee::Role { arn: "arn:aws:iam::111111111111:role/node".into() },
+        ];
+        let (desired, by_arn) = desired_grants(&grantees, ACCT, &keys).unwrap();
+        assert_eq!(
+            by_arn.keys().map(String::as_str).collect::<Vec<_>>(),
+            [ASG, "arn:aws:iam::111111111111:role/node"]
+        );
+        let got: Vec<(&str, &str)> =
+            desired.iter().map(|d| (d.grantee_arn.as_str(), d.label.as_str())).collect();
+        assert_eq!(got, [(ASG, "autoscaling"), ("arn:aws:iam::111111111111:role/node", "role")]);
+        assert!(desired_grants(&grantees, "12", &keys).is_err());
+    }
+
+    #[test]
+    fn stale_keys_table() {
+        let old = "arn:aws:kms:us-east-1:999999999999:key/old";
+        /// History, current keys, and the stale (region, key) pairs wanted.
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (&[], &[KEY], &[]),
+            (&[KEY], &[KEY], &[]),
+            (&[old, KEY], &[KEY], &[("us-east-1", old)]),
+            (&[" arn:aws:kms:us-east-1:999999999999:key/old \n"], &[], &[("us-east-1", old)]),
+            (&["alias/old", "ami-123"], &[], &[]),
+        ];
+        for (history, current, want) in cases {
+            let current: BTreeSet<&str> = current.iter().copied().collect();
+            let got = stale_keys(history.iter().copied(), &current);
+            let want: BTreeSet<(String, String)> =
+                want.iter().map(|(r, k)| (r.to_string(), k.to_string())).collect();
+            assert_eq!(got, want, "{history:?}");
+        }
+    }
+
+    #[test]
+    fn lookups_cover_usable_then_stale_keys() {
+        let usable = [key_in("eu-west-1", KEY, "key-arn")];
+        let stale = BTreeSet::from([("us-east-1".to_string(), "arn:old".to_string())]);
+        let by_arn = BTreeMap::from([
+            ("g1".to_string(), Grantee::Role { arn: "g1".into() }),
+            ("g2".to_string(), Grantee::Role { arn: "g2".into() }),
+        ]);
+        let got = grant_lookups(&usable, &stale, &by_arn);
+        let l = |r: &str, k: &str, g: &str| (r.to_string(), k.to_string(), g.to_string());
+        assert_eq!(
+            got,
+            [
+                l("eu-west-1", KEY, "g1"),
+                l("eu-west-1", KEY, "g2"),
+                l("us-east-1", "arn:old", "g1"),
+                l("us-east-1", "arn:old", "g2")
+            ]
+        );
+    }
+
+    /// A stale key that is gone or closed is ignored; any other refusal makes its key × grantee
+    /// unlistable, reported once.
+    #[test]
+    fn collect_listings_table() {
+        let stale_key = "arn:aws:kms:us-east-1:999999999999:key/old";
+        let stale = BTreeSet::from([("us-east-1".to_string(), stale_key.to_string())]);
+        let problem = |code: &str| Problem {
+            code: code.into(),
+            region: "r".into(),
+            key_arn: None,
+            grantee_arn: None,
+            message: String::new(),
+            fix: None,
+        };
+        let refused =
+            |gone_or_denied: bool, code: &str| Listed::Refused { gone_or_denied, problem: problem(code) };
+        let cur = ("eu-west-1".to_string(), KEY.to_string(), ASG.to_string());
+        let old = ("us-east-1".to_string(), stale_key.to_string(), ASG.to_string());
+        let g = existing("g1", KEY, ASG, None, LAUNCH_OPERATIONS);
+        /// Calls and their answers, then how many grants, unlistable pairs and which problems.
+        type Case<'a> = (Vec<(Lookup, Listed)>, usize, usize, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (vec![(cur.clone(), Listed::Grants(vec![g.clone()]))], 1, 0, vec![]),
+            (vec![(old.clone(), refused(true, "KEY_NOT_FOUND"))], 0, 0, vec![]),
+            (vec![(old.clone(), refused(false, "AWS_ERROR"))], 0, 1, vec!["AWS_ERROR"]),
+            (vec![(cur.clone(), refused(true, "ACCESS_DENIED"))], 0, 1, vec!["ACCESS_DENIED"]),
+            (
+                vec![(cur.clone(), refused(false, "AWS_ERROR")), (cur.clone(), refused(false, "OTHER"))],
+                0,
+                1,
+                vec!["AWS_ERROR"],
+            ),
+        ];
+        for (calls, existing_n, unlistable_n, codes) in cases {
+            let (lookups, listed): (Vec<Lookup>, Vec<Listed>) = calls.into_iter().unzip();
+            let got = collect_listings(&lookups, listed, &stale);
+            assert_eq!(got.existing.len(), existing_n);
+            assert_eq!(got.unlistable.len(), unlistable_n);
+            assert_eq!(got.problems.iter().map(|p| p.code.as_str()).collect::<Vec<_>>(), codes);
+        }
+    }
+
+    #[test]
+    fn nothing_is_created_where_grants_could_not_be_listed() {
+        let d = [desired(KEY, ASG)];
+        let unlistable = BTreeSet::from([(KEY.to_string(), ASG.to_string())]);
+        assert!(plan_listable(&d, &[], &unlistable, false).actions.is_empty());
+        assert_eq!(plan_listable(&d, &[], &BTreeSet::new(), false), plan(&d, &[], false));
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::facts::{LaunchPermissions, ParamFacts, RegionFacts};
 use super::intent::Intent;
-use super::report::RegionReport;
+use super::report::{ActionReport, RegionReport, Status};
 
 /// Tag key and value amikey puts on the parameters it creates.
 pub const MANAGED_TAG: (&str, &str) = ("managed-by", "amikey");
@@ -319,6 +319,75 @@ pub fn unread_region_items(intent: &Intent, ami: &str) -> Vec<(Option<String>, &
     out
 }
 
+/// The report lines of one step with its outcome: one per target, in the step's account (the
+/// producer's own is `producer_account`).
+pub fn step_actions(
+    step: &Step,
+    producer_account: &str,
+    status: Status,
+    error: Option<String>,
+) -> Vec<ActionReport> {
+    step.targets
+        .iter()
+        .map(|t| ActionReport {
+            region: step.region.clone(),
+            account: step.account.clone().unwrap_or_else(|| producer_account.to_string()),
+            kind: step.kind.to_string(),
+            target: t.clone(),
+            status,
+            error: error.clone(),
+        })
+        .collect()
+}
+
+/// `--dry-run`: the report lines of a step, `planned` when it has a write, else `unchanged`.
+pub fn dry_run_actions(step: &Step, producer_account: &str) -> Vec<ActionReport> {
+    let status = if step.write.is_some() { Status::Planned } else { Status::Unchanged };
+    step_actions(step, producer_account, status, None)
+}
+
+/// Whether to make a step's write: the write, or the outcome without it. A step without a
+/// write is `unchanged`; after `earlier_failure` (why an earlier change in its region failed)
+/// or a cancel it is `skipped` with the reason, the failure first.
+pub fn attempt<'s>(
+    step: &'s Step,
+    earlier_failure: Option<&str>,
+    cancelled: bool,
+) -> Result<&'s Write, (Status, Option<String>)> {
+    let Some(w) = &step.write else {
+        return Err((Status::Unchanged, None));
+    };
+    if let Some(why) = earlier_failure {
+        return Err((Status::Skipped, Some(format!("not attempted: {why}"))));
+    }
+    if cancelled {
+        return Err((Status::Skipped, Some("not attempted: cancelled".to_string())));
+    }
+    Ok(w)
+}
+
+/// The `skipped` report lines of a region whose state could not be read (`why`): every item
+/// of [`unread_region_items`], in its account (the producer's own is `producer_account`).
+pub fn unread_region_actions(
+    intent: &Intent,
+    region: &str,
+    ami: &str,
+    producer_account: &str,
+    why: &str,
+) -> Vec<ActionReport> {
+    unread_region_items(intent, ami)
+        .into_iter()
+        .map(|(acct, kind, target)| ActionReport {
+            region: region.to_string(),
+            account: acct.unwrap_or_else(|| producer_account.to_string()),
+            kind: kind.to_string(),
+            target,
+            status: Status::Skipped,
+            error: Some(format!("not attempted: the state in {region} could not be read ({why})")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -469,5 +538,89 @@ mod tests {
             ]
         );
         assert_eq!(parameter_names("/p"), ["/p/image_id", "/p/kms_key_arn", "/p/snapshot_ids"]);
+    }
+
+    fn step(account: Option<&str>, write: bool) -> Step {
+        Step {
+            region: "us-east-1".into(),
+            account: account.map(Into::into),
+            kind: "ssm_parameter",
+            targets: vec!["/p/image_id".into(), "/p/snapshot_ids".into()],
+            wave: 0,
+            write: write.then(|| Write::PutParameter {
+                name: "/p/image_id".into(),
+                value: "ami-12345678".into(),
+                param_type: "String".into(),
+                data_type: "aws:ec2:image".into(),
+                overwrite: false,
+            }),
+        }
+    }
+
+    /// Whether a write is made: a step without one is unchanged; an earlier failure in the
+    /// region outranks a cancel.
+    #[test]
+    fn attempt_table() {
+        /// Has a write, earlier failure, cancelled, and the outcome without a write (None: write).
+        type Case<'a> = (bool, Option<&'a str>, bool, Option<(Status, Option<&'a str>)>);
+        let cases: &[Case] = &[
+            (true, None, false, None),
+            (false, None, false, Some((Status::Unchanged, None))),
+            (false, Some("x failed"), true, Some((Status::Unchanged, None))),
+            (true, Some("x failed"), false, Some((Status::Skipped, Some("not attempted: x failed")))),
+            (true, Some("x failed"), true, Some((Status::Skipped, Some("not attempted: x failed")))),
+            (true, None, true, Some((Status::Skipped, Some("not attempted: cancelled")))),
+        ];
+        for (write, earlier, cancelled, want) in cases {
+            let s = step(None, *write);
+            let got = attempt(&s, *earlier, *cancelled);
+            match want {
+                None => assert_eq!(got.ok(), s.write.as_ref(), "{write} {earlier:?} {cancelled}"),
+                Some((status, err)) => assert_eq!(
+                    got.err(),
+                    Some((*status, err.map(str::to_string))),
+                    "{write} {earlier:?} {cancelled}"
+                ),
+            }
+        }
+    }
+
+    /// One report line per target, in the step's account or the producer's.
+    #[test]
+    fn step_and_dry_run_actions_table() {
+        let cases: &[(Option<&str>, bool, Status, &str)] = &[
+            (None, true, Status::Planned, "111122223333"),
+            (None, false, Status::Unchanged, "111122223333"),
+            (Some("555566667777"), true, Status::Planned, "555566667777"),
+        ];
+        for (account, write, status, want_account) in cases {
+            let s = step(*account, *write);
+            let got = dry_run_actions(&s, "111122223333");
+            assert_eq!(got.len(), 2);
+            for (a, t) in got.iter().zip(&s.targets) {
+                assert_eq!(
+                    (a.region.as_str(), a.account.as_str(), a.kind.as_str(), &a.target, a.status, &a.error),
+                    ("us-east-1", *want_account, "ssm_parameter", t, *status, &None)
+                );
+            }
+        }
+        let failed = step_actions(&step(None, true), "111122223333", Status::Failed, Some("boom".into()));
+        assert!(failed.iter().all(|a| a.status == Status::Failed && a.error.as_deref() == Some("boom")));
+    }
+
+    #[test]
+    fn unread_region_actions_are_skipped_with_the_reason() {
+        let (i, ..) = setup(sharing());
+        let got = unread_region_actions(&i, "us-east-1", "ami-12345678", "111122223333", "throttled");
+        assert_eq!(got.len(), unread_region_items(&i, "ami-12345678").len());
+        assert_eq!(got[0].account, "111122223333");
+        assert!(got.iter().any(|a| a.account == "555566667777"));
+        for a in &got {
+            assert_eq!(a.status, Status::Skipped);
+            assert_eq!(
+                a.error.as_deref(),
+                Some("not attempted: the state in us-east-1 could not be read (throttled)")
+            );
+        }
     }
 }

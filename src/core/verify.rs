@@ -1,7 +1,7 @@
 //! `check`: is every snapshot of every regional AMI encrypted with the intended customer managed
 //! key of its region? A pure function of the [`Intent`] and the gathered [`RegionFacts`].
 
-use super::facts::{KeyFacts, KeyLookup, KeyManager, RegionFacts};
+use super::facts::{ImageFacts, KeyFacts, KeyLookup, KeyManager, RegionFacts, SnapshotFacts};
 use super::intent::Intent;
 use super::report::{Code, Finding, RegionReport, SnapshotReport};
 
@@ -20,26 +20,52 @@ fn template_fix(region: &str, intended: Option<&str>) -> String {
     )
 }
 
-/// Verifies one region. Findings are sorted; snapshots keep block-device order.
-pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
-    let region = facts.region.as_str();
-    let ami = facts.ami_id.as_str();
-    let mut findings = Vec::new();
-    let mut push = |code: Code, snapshot: Option<&str>, message: String| {
-        findings.push(Finding {
+/// The findings of one region as the checks add them; [`verify_region`] sorts them.
+struct Findings<'a> {
+    /// Region.
+    region: &'a str,
+    /// The AMI.
+    ami: &'a str,
+    /// Findings so far, in the order found.
+    list: Vec<Finding>,
+}
+
+impl Findings<'_> {
+    /// Adds a finding, about `snapshot` when given.
+    fn push(&mut self, code: Code, snapshot: Option<&str>, message: String) {
+        self.list.push(Finding {
             code,
-            region: region.to_string(),
-            ami_id: ami.to_string(),
+            region: self.region.to_string(),
+            ami_id: self.ami.to_string(),
             snapshot_id: snapshot.map(str::to_string),
             message,
         })
-    };
+    }
+}
 
-    // The intended key of this region.
+/// The key the snapshots of a region are checked against.
+struct Expected<'f> {
+    /// The intended key, when configured and described.
+    key: Option<&'f KeyFacts>,
+    /// How messages name it: `arn (alias)`, `ref (unresolved)` or `(none configured)`.
+    text: String,
+}
+
+impl Expected<'_> {
+    /// The template fix naming the intended key (or a placeholder) for `region`.
+    fn fix(&self, region: &str) -> String {
+        template_fix(region, self.key.map(|k| k.arn.as_str()))
+    }
+}
+
+/// The intended key of the region: a finding when none is configured or it cannot be
+/// described, and the intended key's own checks when it can.
+fn intended_key<'f>(intent: &Intent, facts: &'f RegionFacts, out: &mut Findings) -> Expected<'f> {
+    let (region, ami) = (out.region, out.ami);
     let intended_ref = intent.keys.get(region).cloned().flatten();
-    let intended: Option<&KeyFacts> = match &intended_ref {
+    let key = match &intended_ref {
         None => {
-            push(
+            out.push(
                 Code::NoIntendedKey,
                 None,
                 format!(
@@ -51,43 +77,11 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
         }
         Some(r) => match facts.keys.get(r) {
             Some(KeyLookup::Found(k)) => {
-                if k.manager == KeyManager::Aws {
-                    push(
-                        Code::AwsManagedKey,
-                        None,
-                        format!(
-                            "{region} {ami}: the intended key {r} is {}, an AWS managed key: snapshots under it can never be shared. Configure a customer managed key",
-                            k.describe()
-                        ),
-                    );
-                }
-                if k.region().is_some_and(|kr| kr != region) {
-                    push(
-                        Code::KeyWrongRegion,
-                        None,
-                        format!(
-                            "{region} {ami}: the intended key {r} resolves to {}, which lives in {}; a key encrypts only in its own region: use a key (or multi-Region replica) in {region}",
-                            k.arn,
-                            k.region().unwrap_or("?")
-                        ),
-                    );
-                }
-                if k.state != "Enabled" {
-                    push(
-                        Code::KeyNotEnabled,
-                        None,
-                        format!(
-                            "{region} {ami}: the intended key {} is {}: instances cannot be launched from its snapshots until it is enabled (aws kms enable-key --key-id {} --region {region})",
-                            k.describe(),
-                            k.state,
-                            k.key_id
-                        ),
-                    );
-                }
+                intended_key_usable(r, k, out);
                 Some(k)
             }
             Some(KeyLookup::AccessDenied(why)) => {
-                push(
+                out.push(
                     Code::KeyNotFound,
                     None,
                     format!(
@@ -97,7 +91,7 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
                 None
             }
             Some(KeyLookup::NotFound) | None => {
-                push(
+                out.push(
                     Code::KeyNotFound,
                     None,
                     format!(
@@ -108,15 +102,208 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
             }
         },
     };
-    let expected = match (intended, &intended_ref) {
+    let text = match (key, &intended_ref) {
         (Some(k), _) => k.describe(),
         (None, Some(r)) => format!("{r} (unresolved)"),
         (None, None) => "(none configured)".to_string(),
     };
+    Expected { key, text }
+}
 
+/// The intended key `k` (configured as `r`) is customer managed, in the region, and Enabled.
+fn intended_key_usable(r: &str, k: &KeyFacts, out: &mut Findings) {
+    let (region, ami) = (out.region, out.ami);
+    if k.manager == KeyManager::Aws {
+        out.push(
+            Code::AwsManagedKey,
+            None,
+            format!(
+                "{region} {ami}: the intended key {r} is {}, an AWS managed key: snapshots under it can never be shared. Configure a customer managed key",
+                k.describe()
+            ),
+        );
+    }
+    if k.region().is_some_and(|kr| kr != region) {
+        out.push(
+            Code::KeyWrongRegion,
+            None,
+            format!(
+                "{region} {ami}: the intended key {r} resolves to {}, which lives in {}; a key encrypts only in its own region: use a key (or multi-Region replica) in {region}",
+                k.arn,
+                k.region().unwrap_or("?")
+            ),
+        );
+    }
+    if k.state != "Enabled" {
+        out.push(
+            Code::KeyNotEnabled,
+            None,
+            format!(
+                "{region} {ami}: the intended key {} is {}: instances cannot be launched from its snapshots until it is enabled (aws kms enable-key --key-id {} --region {region})",
+                k.describe(),
+                k.state,
+                k.key_id
+            ),
+        );
+    }
+}
+
+/// The AMI itself: available, not public unless allowed, and with at least one EBS snapshot
+/// once available.
+fn image_checks(intent: &Intent, image: &ImageFacts, out: &mut Findings) {
+    let (region, ami) = (out.region, out.ami);
+    if image.state != "available" {
+        out.push(
+            Code::AmiNotAvailable,
+            None,
+            format!(
+                "{region} {ami}: the AMI is {}, not available: wait for it (or rebuild if it failed) and re-run",
+                image.state
+            ),
+        );
+    }
+    if image.public && !intent.allow_public {
+        out.push(
+            Code::AmiPublic,
+            None,
+            format!(
+                "{region} {ami}: the AMI is public (launch permission group all): remove it (aws ec2 modify-image-attribute --image-id {ami} --launch-permission 'Remove=[{{Group=all}}]' --region {region}) or set allow_public"
+            ),
+        );
+    }
+    if image.state == "available" && !image.block_devices.iter().any(|b| b.snapshot_id.is_some()) {
+        out.push(Code::AmiNoSnapshots, None, format!("{region} {ami}: the AMI has no EBS snapshot to check"));
+    }
+}
+
+/// One EBS snapshot (`snap_id` on device `dev`): its report line, and a finding when it is
+/// gone or not encrypted with the expected key.
+fn snapshot_check(
+    facts: &RegionFacts,
+    dev: &str,
+    snap_id: &str,
+    expected: &Expected,
+    out: &mut Findings,
+) -> SnapshotReport {
+    let (region, ami) = (out.region, out.ami);
+    let Some(snap) = facts.snapshots.get(snap_id) else {
+        out.push(
+            Code::SnapshotNotFound,
+            Some(snap_id),
+            format!(
+                "{region} {ami} {snap_id} ({dev}): the snapshot cannot be described: it was deleted or is not visible to this account"
+            ),
+        );
+        return SnapshotReport {
+            snapshot_id: snap_id.to_string(),
+            device: dev.to_string(),
+            encrypted: false,
+            kms_key_arn: None,
+            kms_key_alias: None,
+        };
+    };
+    let found = snap.kms_key_id.as_deref().and_then(|r| lookup(facts, r));
+    let at = format!("{region} {ami} {snap_id} ({dev})");
+    if snap.encrypted {
+        snapshot_key(snap_id, snap, found, expected, &at, out);
+    } else {
+        out.push(
+            Code::Unencrypted,
+            Some(snap_id),
+            format!("{at}: NOT encrypted; expected {}. {}", expected.text, expected.fix(region)),
+        );
+    }
+    SnapshotReport {
+        snapshot_id: snap_id.to_string(),
+        device: dev.to_string(),
+        encrypted: snap.encrypted,
+        kms_key_arn: found.map(|k| k.arn.clone()).or_else(|| snap.kms_key_id.clone()),
+        kms_key_alias: found.and_then(|k| k.alias.clone()),
+    }
+}
+
+/// The key of encrypted snapshot `snap_id` (`found`, when described): customer managed, in
+/// the region, the expected one, and (with no intended key to compare) at least Enabled. `at`
+/// names the snapshot in messages. At most one finding.
+fn snapshot_key(
+    snap_id: &str,
+    snap: &SnapshotFacts,
+    found: Option<&KeyFacts>,
+    expected: &Expected,
+    at: &str,
+    out: &mut Findings,
+) {
+    let region = out.region;
+    let snap_id = Some(snap_id);
+    let exp = &expected.text;
+    let found_desc = match (found, &snap.kms_key_id) {
+        (Some(k), _) => k.describe(),
+        (None, Some(r)) => format!("{r} (not describable)"),
+        (None, None) => "an unreported key".to_string(),
+    };
+    if let Some(k) = found {
+        if k.manager == KeyManager::Aws {
+            out.push(
+                Code::AwsManagedKey,
+                snap_id,
+                format!(
+                    "{at}: encrypted with the AWS managed key {found_desc}, expected {exp}. \
+                 Snapshots under an AWS managed key can never be shared with other accounts. {}",
+                    expected.fix(region)
+                ),
+            );
+            return;
+        }
+        if k.region().is_some_and(|kr| kr != region) {
+            out.push(
+                Code::KeyWrongRegion,
+                snap_id,
+                format!(
+                    "{at}: encrypted with {found_desc}, a key in {}, expected {exp}",
+                    k.region().unwrap_or("?")
+                ),
+            );
+            return;
+        }
+    }
+    let matches = match (found, expected.key) {
+        (Some(k), Some(i)) => k.arn == i.arn,
+        (None, Some(i)) => snap.kms_key_id.as_deref() == Some(i.arn.as_str()),
+        _ => false,
+    };
+    if expected.key.is_some() && !matches {
+        out.push(
+            Code::WrongKey,
+            snap_id,
+            format!("{at}: encrypted with {found_desc}, expected {exp}. {}", expected.fix(region)),
+        );
+        return;
+    }
+    // With no intended key there is nothing to compare, but a disabled key still makes
+    // launches fail.
+    if let Some(k) = found
+        && k.state != "Enabled"
+        && expected.key.is_none()
+    {
+        out.push(
+            Code::KeyNotEnabled,
+            snap_id,
+            format!(
+                "{at}: its key {found_desc} is {}: enable it (aws kms enable-key --key-id {} --region {region})",
+                k.state, k.key_id
+            ),
+        );
+    }
+}
+
+/// Verifies one region. Findings are sorted; snapshots keep block-device order.
+pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
+    let (region, ami) = (facts.region.as_str(), facts.ami_id.as_str());
+    let mut out = Findings { region, ami, list: Vec::new() };
+    let expected = intended_key(intent, facts, &mut out);
     let mut snapshots = Vec::new();
     match &facts.image {
-        None => push(
+        None => out.push(
             Code::AmiNotFound,
             None,
             format!(
@@ -124,143 +311,21 @@ pub fn verify_region(intent: &Intent, facts: &RegionFacts) -> RegionReport {
             ),
         ),
         Some(image) => {
-            if image.state != "available" {
-                push(
-                    Code::AmiNotAvailable,
-                    None,
-                    format!(
-                        "{region} {ami}: the AMI is {}, not available: wait for it (or rebuild if it failed) and re-run",
-                        image.state
-                    ),
-                );
-            }
-            if image.public && !intent.allow_public {
-                push(
-                    Code::AmiPublic,
-                    None,
-                    format!(
-                        "{region} {ami}: the AMI is public (launch permission group all): remove it (aws ec2 modify-image-attribute --image-id {ami} --launch-permission 'Remove=[{{Group=all}}]' --region {region}) or set allow_public"
-                    ),
-                );
-            }
-            let ebs: Vec<_> =
-                image.block_devices.iter().filter_map(|b| b.snapshot_id.as_ref().map(|s| (b, s))).collect();
-            if ebs.is_empty() && image.state == "available" {
-                push(
-                    Code::AmiNoSnapshots,
-                    None,
-                    format!("{region} {ami}: the AMI has no EBS snapshot to check"),
-                );
-            }
-            for (bd, snap_id) in ebs {
-                let dev = bd.device_name.as_str();
-                let Some(snap) = facts.snapshots.get(snap_id) else {
-                    push(
-                        Code::SnapshotNotFound,
-                        Some(snap_id),
-                        format!(
-                            "{region} {ami} {snap_id} ({dev}): the snapshot cannot be described: it was deleted or is not visible to this account"
-                        ),
-                    );
-                    snapshots.push(SnapshotReport {
-                        snapshot_id: snap_id.clone(),
-                        device: dev.to_string(),
-                        encrypted: false,
-                        kms_key_arn: None,
-                        kms_key_alias: None,
-                    });
-                    continue;
-                };
-                let found = snap.kms_key_id.as_deref().and_then(|r| lookup(facts, r));
-                snapshots.push(SnapshotReport {
-                    snapshot_id: snap_id.clone(),
-                    device: dev.to_string(),
-                    encrypted: snap.encrypted,
-                    kms_key_arn: found.map(|k| k.arn.clone()).or_else(|| snap.kms_key_id.clone()),
-                    kms_key_alias: found.and_then(|k| k.alias.clone()),
-                });
-                let at = format!("{region} {ami} {snap_id} ({dev})");
-                if !snap.encrypted {
-                    push(
-                        Code::Unencrypted,
-                        Some(snap_id),
-                        format!(
-                            "{at}: NOT encrypted; expected {expected}. {}",
-                            template_fix(region, intended.map(|k| k.arn.as_str()))
-                        ),
-                    );
-                    continue;
-                }
-                let found_desc = match (found, &snap.kms_key_id) {
-                    (Some(k), _) => k.describe(),
-                    (None, Some(r)) => format!("{r} (not describable)"),
-                    (None, None) => "an unreported key".to_string(),
-                };
-                if let Some(k) = found {
-                    if k.manager == KeyManager::Aws {
-                        push(
-                            Code::AwsManagedKey,
-                            Some(snap_id),
-                            format!(
-                                "{at}: encrypted with the AWS managed key {found_desc}, expected {expected}. \
-                             Snapshots under an AWS managed key can never be shared with other accounts. {}",
-                                template_fix(region, intended.map(|k| k.arn.as_str()))
-                            ),
-                        );
-                        continue;
-                    }
-                    if k.region().is_some_and(|kr| kr != region) {
-                        push(
-                            Code::KeyWrongRegion,
-                            Some(snap_id),
-                            format!(
-                                "{at}: encrypted with {found_desc}, a key in {}, expected {expected}",
-                                k.region().unwrap_or("?")
-                            ),
-                        );
-                        continue;
-                    }
-                }
-                let matches = match (found, intended) {
-                    (Some(k), Some(i)) => k.arn == i.arn,
-                    (None, Some(i)) => snap.kms_key_id.as_deref() == Some(i.arn.as_str()),
-                    _ => false,
-                };
-                if intended.is_some() && !matches {
-                    push(
-                        Code::WrongKey,
-                        Some(snap_id),
-                        format!(
-                            "{at}: encrypted with {found_desc}, expected {expected}. {}",
-                            template_fix(region, intended.map(|k| k.arn.as_str()))
-                        ),
-                    );
-                    continue;
-                }
-                // With no intended key there is nothing to compare, but a disabled key still
-                // makes launches fail.
-                if let Some(k) = found
-                    && k.state != "Enabled"
-                    && intended.is_none()
-                {
-                    push(
-                        Code::KeyNotEnabled,
-                        Some(snap_id),
-                        format!(
-                            "{at}: its key {found_desc} is {}: enable it (aws kms enable-key --key-id {} --region {region})",
-                            k.state, k.key_id
-                        ),
-                    );
+            image_checks(intent, image, &mut out);
+            for bd in &image.block_devices {
+                if let Some(snap_id) = &bd.snapshot_id {
+                    snapshots.push(snapshot_check(facts, &bd.device_name, snap_id, &expected, &mut out));
                 }
             }
         }
     }
+    let mut findings = out.list;
     findings.sort();
     findings.dedup();
     RegionReport {
         region: region.to_string(),
         ami_id: ami.to_string(),
-        intended_kms_key_arn: intended.map(|k| k.arn.clone()),
+        intended_kms_key_arn: expected.key.map(|k| k.arn.clone()),
         snapshots,
         findings,
     }
