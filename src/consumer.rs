@@ -279,6 +279,10 @@ pub struct GrantRequest {
     pub dry_run: bool,
     /// Skip region-name validation.
     pub skip_region_validation: bool,
+    /// Release: retire every amikey grant for these grantees on the published keys (current
+    /// and earlier) and create none (the Lambda function's custom-resource Delete). Needs
+    /// `retire_stale`.
+    pub release: bool,
 }
 
 /// Validated grantees: (grantee, operations). Grantees that need no grant become notes.
@@ -623,6 +627,9 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     }
     // Without a listing amikey cannot tell whether a grant exists: it creates nothing there.
     desired.retain(|d| !unlistable.contains(&(d.key_arn.clone(), d.grantee_arn.clone())));
+    if req.release {
+        desired.clear();
+    }
     let plan: GrantPlan = grants::plan(&desired, &existing, req.retire_stale);
 
     // Apply: creates first, then retires.

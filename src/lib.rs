@@ -10,6 +10,8 @@
 //! - [`cli`]: the `amikey` command line.
 //! - [`lint`]: `amikey lint` over Packer templates (HCL2, JSON); no AWS.
 //! - [`postprocessor`]: the Packer post-processor, composing `wire` with `core` and `engine`.
+//! - [`lambda`]: the AWS Lambda function (`bootstrap`): EventBridge and CloudFormation events
+//!   over the consumer side.
 
 pub mod aws;
 pub mod cli;
@@ -17,6 +19,7 @@ pub mod consumer;
 pub mod core;
 pub mod datasource;
 pub mod engine;
+pub mod lambda;
 pub mod lint;
 pub mod postprocessor;
 pub mod wire;

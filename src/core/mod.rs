@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod facts;
 pub mod grants;
 pub mod intent;
+pub mod lambda;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

@@ -35,3 +35,5 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// The Lambda function under the Runtime Interface Emulator on moto; the org rollout; deploy/ templates.
+mod lambda;
