@@ -1,5 +1,5 @@
 //! The composer of the consumer side: `amikey grant`, `amikey doctor` and `amikey policy`.
-//! Gathers facts through [`crate::aws::consumer`], decides with [`crate::core::grants`],
+//! Gathers facts through [`crate::aws::read`], decides with [`crate::core::grants`],
 //! [`crate::core::doctor`] and [`crate::core::policy`], applies grant writes one call each, and
 //! returns serialisable reports; printing is the CLI's job.
 //!
@@ -15,13 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::join_all;
 use serde::Serialize;
 
-use crate::aws::consumer as kms_side;
 use crate::aws::{Aws, AwsError, AwsOptions};
-use crate::core::doctor::{self, DoctorFacts, DoctorReport, KeyDescribe, KeyManager};
+use crate::aws::{apply, read};
+use crate::core::doctor::{self, DoctorFacts, DoctorReport, KeyDescribe};
+use crate::core::facts::KeyManager;
 use crate::core::grants::{
     self, DesiredGrant, ExistingGrant, GrantAction, GrantPlan, Grantee, catalog_entry, explain_access_denied,
 };
-use crate::core::policy::{self, Consumer, PolicyFinding, arn_account, arn_region, generate_command};
+use crate::core::ids::{arn_account, arn_region, is_account_id, is_key_arn};
+use crate::core::policy::{self, Consumer, PolicyFinding, generate_command};
 
 /// Why a consumer command could not produce a report (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ pub fn key_parameter(path: &str) -> Result<(String, Option<String>), ConsumerErr
         let ok = parts.len() == 5
             && parts[1] == "ssm"
             && crate::core::artifact::valid_region(parts[2], true)
-            && policy::is_account_id(parts[3])
+            && is_account_id(parts[3])
             && parts[4].starts_with("parameter/");
         if !ok {
             return Err(ConsumerError::Input(format!(
@@ -64,16 +66,6 @@ pub fn key_parameter(path: &str) -> Result<(String, Option<String>), ConsumerErr
         )));
     }
     Ok((format!("{path}/kms_key_arn"), None))
-}
-
-fn is_key_arn(s: &str) -> bool {
-    let p: Vec<&str> = s.splitn(6, ':').collect();
-    p.len() == 6
-        && p[0] == "arn"
-        && p[2] == "kms"
-        && !p[3].is_empty()
-        && policy::is_account_id(p[4])
-        && p[5].strip_prefix("key/").is_some_and(|k| !k.is_empty())
 }
 
 /// Checks a `--key-arn` value: a key ARN (grants on another account's key need the ARN; an alias
@@ -403,9 +395,9 @@ pub async fn published_keys(
     let regions: Vec<String> = match (&pinned, regions.is_empty()) {
         (Some(r), _) => vec![r.clone()],
         (None, false) => regions.to_vec(),
-        (None, true) => kms_side::describe_regions(aws).await?,
+        (None, true) => read::describe_regions(aws).await?,
     };
-    let found = join_all(regions.iter().map(|r| kms_side::get_parameter(aws, r, &name))).await;
+    let found = join_all(regions.iter().map(|r| read::get_parameter(aws, r, &name))).await;
     let mut out = BTreeMap::new();
     for (r, v) in regions.iter().zip(found) {
         if let Some(v) = v? {
@@ -487,14 +479,13 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
         param_name = Some(name);
     }
     for (region, ami) in &amis.0 {
-        let seen = kms_side::describe_image(&aws, region, ami).await?;
-        if seen.image.is_none() {
+        let Some(image) = read::describe_image(&aws, region, ami).await? else {
             return Err(ConsumerError::Input(format!(
                 "{ami} is not visible in {region} to account {account}: not shared with it, deregistered, or in another region (amikey doctor --ami {region}:{ami} walks the whole chain)"
             )));
-        }
-        let ids: Vec<String> = seen.mappings.iter().map(|(_, s, _)| s.clone()).collect();
-        let snaps = kms_side::describe_snapshots(&aws, region, &ids).await?;
+        };
+        let ids: Vec<String> = image.ebs_snapshots().into_iter().map(|(_, s, _)| s).collect();
+        let snaps = read::describe_snapshots_each(&aws, region, &ids).await?;
         let hidden: Vec<&String> = ids.iter().filter(|i| !snaps.contains_key(*i)).collect();
         if !hidden.is_empty() {
             return Err(ConsumerError::Input(format!(
@@ -502,8 +493,8 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
                 hidden.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        for (enc, key) in snaps.values() {
-            if let (true, Some(k)) = (enc, key) {
+        for snap in snaps.values() {
+            if let (true, Some(k)) = (snap.encrypted, &snap.kms_key_id) {
                 keys.insert(KeyInRegion {
                     region: region_of(k).to_string(),
                     key_arn: k.clone(),
@@ -523,12 +514,12 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
 
     // DescribeKey each; multi-Region keys given by ARN or found on an AMI expand to replicas.
     let mut problems = Vec::new();
-    let described = join_all(keys.iter().map(|k| kms_side::describe_key(&aws, &k.region, &k.key_arn))).await;
+    let described = join_all(keys.iter().map(|k| read::describe_key(&aws, &k.region, &k.key_arn))).await;
     let mut usable: BTreeSet<KeyInRegion> = BTreeSet::new();
     for (k, d) in keys.iter().zip(described) {
         match d {
             Err(e) => problems.push(classify(&e, &account, &k.region, &k.key_arn, None)),
-            Ok(info) if info.aws_managed => problems.push(Problem {
+            Ok(info) if info.manager == KeyManager::Aws => problems.push(Problem {
                 code: "AWS_MANAGED_KEY".into(),
                 region: k.region.clone(),
                 key_arn: Some(k.key_arn.clone()),
@@ -578,7 +569,7 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     // Looked up even without --retire-stale, so the report can say what it would retire.
     match &param_name {
         Some(name) => {
-            let hist = join_all(published.keys().map(|r| kms_side::parameter_history(&aws, r, name))).await;
+            let hist = join_all(published.keys().map(|r| read::parameter_history(&aws, r, name))).await;
             let current: BTreeSet<&String> = usable.iter().map(|k| &k.key_arn).collect();
             for h in hist {
                 for old in h? {
@@ -606,7 +597,7 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
             lookups.push((r.clone(), k.clone(), arn.clone()));
         }
     }
-    let listed = join_all(lookups.iter().map(|(r, k, g)| kms_side::list_grants(&aws, r, k, g))).await;
+    let listed = join_all(lookups.iter().map(|(r, k, g)| read::list_grants(&aws, r, k, g))).await;
     let mut existing = Vec::new();
     let mut unlistable: BTreeSet<(String, String)> = BTreeSet::new();
     for ((r, k, g), l) in lookups.iter().zip(listed) {
@@ -664,20 +655,12 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
                 async move {
                     match &a {
                         GrantAction::Create { key_arn, region, grantee_arn, operations, name } => {
-                            kms_side::create_grant(
-                                aws,
-                                region,
-                                key_arn,
-                                grantee_arn,
-                                operations,
-                                name,
-                                account,
-                            )
-                            .await
-                            .map(Some)
+                            apply::create_grant(aws, region, key_arn, grantee_arn, operations, name, account)
+                                .await
+                                .map(Some)
                         }
                         GrantAction::Retire { key_arn, region, grant_id, .. } => {
-                            kms_side::retire_grant(aws, region, key_arn, grant_id).await.map(|()| None)
+                            apply::retire_grant(aws, region, key_arn, grant_id).await.map(|()| None)
                         }
                         GrantAction::Unchanged { .. } => Ok(None),
                     }
@@ -791,10 +774,11 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
         let (_, found) = published_keys(&aws, p, std::slice::from_ref(&region)).await?;
         published = found.get(&region).cloned();
     }
-    let seen = kms_side::describe_image(&aws, &region, &ami).await?;
-    let ids: Vec<String> = seen.mappings.iter().map(|(_, s, _)| s.clone()).collect();
-    let snaps = if seen.image.is_some() {
-        kms_side::describe_snapshots(&aws, &region, &ids).await?
+    let image = read::describe_image(&aws, &region, &ami).await?;
+    let mappings = image.as_ref().map(|i| i.ebs_snapshots()).unwrap_or_default();
+    let ids: Vec<String> = mappings.iter().map(|(_, s, _)| s.clone()).collect();
+    let snaps = if image.is_some() {
+        read::describe_snapshots_each(&aws, &region, &ids).await?
     } else {
         BTreeMap::new()
     };
@@ -803,8 +787,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     let mut launch_target = None;
     if let Some(lt) = &req.launch_template {
         let (label, devices) =
-            kms_side::launch_template_devices(&aws, &region, lt, req.launch_template_version.as_deref())
-                .await?;
+            read::launch_template_devices(&aws, &region, lt, req.launch_template_version.as_deref()).await?;
         let label = match &req.asg {
             Some(a) => format!("{label} (ASG {a})"),
             None => label,
@@ -821,15 +804,15 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     }
 
     // Keys in play: the snapshots', the published one, and ARNs named by overrides.
-    let mut key_arns: BTreeSet<String> = snaps.values().filter_map(|(_, k)| k.clone()).collect();
+    let mut key_arns: BTreeSet<String> = snaps.values().filter_map(|s| s.kms_key_id.clone()).collect();
     key_arns.extend(published.clone());
     key_arns.extend(overrides.iter().filter_map(|o| o.kms_key_id.clone()).filter(|k| is_key_arn(k)));
-    let described = join_all(key_arns.iter().map(|k| kms_side::describe_key(&aws, region_of(k), k))).await;
+    let described = join_all(key_arns.iter().map(|k| read::describe_key(&aws, region_of(k), k))).await;
     let mut keys = BTreeMap::new();
     for (k, d) in key_arns.iter().zip(described) {
         let v = match d {
             Ok(info) => KeyDescribe::Ok {
-                key_manager: if info.aws_managed { KeyManager::Aws } else { KeyManager::Customer },
+                key_manager: info.manager,
                 state: info.state,
                 multi_region: !info.replicas.is_empty(),
             },
@@ -839,17 +822,16 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
         };
         keys.insert(k.clone(), v);
     }
-    let snapshots = seen
-        .mappings
+    let snapshots = mappings
         .iter()
         .map(|(device, sid, enc)| {
             let s = snaps.get(sid);
-            let kms_key_id = s.and_then(|(_, k)| k.clone());
-            doctor::SnapshotFacts {
+            let kms_key_id = s.and_then(|s| s.kms_key_id.clone());
+            doctor::ConsumerSnapshot {
                 device_name: device.clone(),
                 snapshot_id: sid.clone(),
                 visible: s.is_some(),
-                encrypted: s.map(|(e, _)| *e).or(*enc),
+                encrypted: s.map(|s| s.encrypted).or(*enc),
                 key_manager: kms_key_id.as_ref().and_then(|k| match keys.get(k) {
                     Some(KeyDescribe::Ok { key_manager, .. }) => Some(*key_manager),
                     _ => None,
@@ -869,8 +851,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
     for g in &grantees {
         let role_arn = grants::grantee_arn(g, &account).map_err(|e| ConsumerError::Input(e.to_string()))?;
         let listed =
-            join_all(grant_keys.iter().map(|k| kms_side::list_grants(&aws, region_of(k), k, &role_arn)))
-                .await;
+            join_all(grant_keys.iter().map(|k| read::list_grants(&aws, region_of(k), k, &role_arn))).await;
         let mut found = Vec::new();
         // A key whose grants cannot be listed shows up as "no grant" (with the key check
         // naming the policy problem).
@@ -889,7 +870,7 @@ pub async fn doctor(opts: &AwsOptions, req: &DoctorRequest, now: i64) -> Result<
         consumer_account: account,
         region,
         ami_id: ami,
-        image: seen.image,
+        image: image.as_ref().map(doctor::ConsumerImage::from_facts),
         snapshots,
         published_key_arn: published,
         keys,
@@ -941,7 +922,7 @@ impl PolicyCheckReport {
 /// Resolves `key` (id, alias, ARN) in `region` and returns every replica's ARN (the key itself
 /// for a single-Region key).
 pub async fn key_and_replicas(aws: &Aws, region: &str, key: &str) -> Result<Vec<String>, ConsumerError> {
-    let info = kms_side::describe_key(aws, region, key).await?;
+    let info = read::describe_key(aws, region, key).await?;
     if info.replicas.is_empty() { Ok(vec![info.arn]) } else { Ok(info.replicas.into_values().collect()) }
 }
 
@@ -962,12 +943,12 @@ pub async fn policy_check(
     if accounts.is_empty() {
         return Err(ConsumerError::Input("pass at least one --consumer-account ACCOUNT".into()));
     }
-    if let Some(bad) = accounts.iter().find(|a| !policy::is_account_id(a)) {
+    if let Some(bad) = accounts.iter().find(|a| !is_account_id(a)) {
         return Err(ConsumerError::Input(format!("--consumer-account {bad:?} is not a 12-digit account id")));
     }
     let region = key_region(key, &aws.home_region);
     let replicas = key_and_replicas(aws, &region, key).await?;
-    let policies = join_all(replicas.iter().map(|k| kms_side::get_key_policy(aws, region_of(k), k))).await;
+    let policies = join_all(replicas.iter().map(|k| read::get_key_policy(aws, region_of(k), k))).await;
     let list: Vec<Consumer> = accounts.iter().map(|a| Consumer::account(a)).collect();
     let mut findings = Vec::new();
     for (k, p) in replicas.iter().zip(policies) {

@@ -1,7 +1,7 @@
 //! The composer of the Packer data source `data "amikey-preflight"`: the only module besides
-//! [`crate::postprocessor`] that imports both [`crate::wire`] and the engine.
+//! [`crate::postprocessor`] that imports both [`crate::wire`] and [`crate::producer`].
 //!
-//! When a modern Packer (>= 1.7; protobuf protocol, see [`crate::wire::server`]) evaluates the
+//! When a modern Packer (>= 1.7; gob or protobuf protocol, see [`crate::wire::server`]) evaluates the
 //! template, it runs `amikey preflight` for the block's `regions` and exposes, per region, the
 //! resolved key ARN, so `region_kms_key_ids` can be fed from it:
 //!
@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::config::{FIELDS, Settings};
 use crate::core::preflight::Severity;
-use crate::engine;
 use crate::postprocessor::decode_settings;
+use crate::producer;
 use crate::wire::{AttrSpec, CtyType, Datasource};
 
 /// The component name in `describe`; Packer calls it `amikey-preflight`.
@@ -161,7 +161,7 @@ impl Datasource for PreflightDatasource {
         let Some(c) = self.config.lock().ok().and_then(|c| c.clone()) else {
             return Err("amikey-preflight: Execute before Configure".into());
         };
-        let run = engine::preflight(&c.settings, &c.regions);
+        let run = producer::preflight(&c.settings, &c.regions);
         let report = tokio::select! {
             r = run => r.map_err(|e| format!("amikey-preflight: {e}"))?,
             () = cancel.cancelled() => return Err("amikey-preflight: cancelled".into()),

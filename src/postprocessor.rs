@@ -1,5 +1,5 @@
 //! The composer of the Packer post-processor: the only module that imports both [`crate::wire`]
-//! (Packer's protocol) and [`crate::core`]/[`crate::engine`] (amikey's domain).
+//! (Packer's protocol) and [`crate::core`]/[`crate::producer`] (amikey's domain).
 //!
 //! * **ConfigSpec** is generated from [`FIELDS`], so the gob and protobuf schemas can never drift
 //!   from [`Settings`]: flat, all optional.
@@ -10,10 +10,10 @@
 //!   (dropped); the first call carries `<unknown>` placeholders for `build.*` values, and those
 //!   attributes are skipped rather than failed. Unknown keys and wrong types are errors naming
 //!   the key. The last good [`Settings`] is kept.
-//! * **PostProcess** accepts Amazon AMI builders only, runs `engine::run(Publish)` and returns a
+//! * **PostProcess** accepts Amazon AMI builders only, runs `producer::run(Publish)` and returns a
 //!   pass-through artifact (same `Id` and `BuilderId`, so later amazon-aware post-processors keep
 //!   working) with `Keep` and `ForceOverride` set: returning an error or `Keep=false` makes
-//!   Packer destroy the builder's AMIs (PROTOCOL.md §5.5).
+//!   Packer destroy the builder's AMIs (docs/protocol.md §5, "Keep").
 //! * **Cancel** (Ctrl-C): reads stop at once; writes already sent are allowed to finish (up to
 //!   [`CANCEL_GRACE`]) and no new one starts, so nothing is half-written; the step then fails
 //!   with the report of what was and was not done (a re-run applies only what is missing).
@@ -36,10 +36,11 @@ use tokio::sync::mpsc;
 use crate::core::artifact::AmiSet;
 use crate::core::config::{FIELDS, FieldKind, OnViolation, Settings};
 use crate::core::report::Report;
-use crate::engine::{self, Mode, Progress, RunOptions};
+use crate::producer::{self, Mode, Progress, RunOptions};
 use crate::wire::template::{self, TemplateContext};
 use crate::wire::{
-    AttrSpec, ConfigureRequest, CtyType, InputArtifact, PostProcessContext, PostProcessor, ResultArtifact, Ui,
+    AttrSpec, BlockListSpec, ConfigureRequest, CtyType, InputArtifact, PostProcessContext, PostProcessor,
+    ResultArtifact, Ui,
 };
 
 /// Builder ids whose artifacts are AMIs (`region:ami,…`).
@@ -56,6 +57,9 @@ pub const EBSVOLUME_BUILDER: &str = "mitchellh.amazon.ebsvolume";
 /// What an error from `PostProcess` does, appended to every such error.
 pub const DESTROY_NOTE: &str = "Because the post-processor failed, Packer will now delete the builder's AMIs and snapshots (even with keep_input_artifact = true). Set on_violation = \"warn\" to keep them and only report.";
 
+/// What an error from a failed `copy_to` copy does (only with `on_copy_failure = "fail"`).
+pub const COPY_DESTROY_NOTE: &str = "Because the post-processor failed, Packer will now delete the builder's AMIs and snapshots (even with keep_input_artifact = true), although they were verified, shared and published. Set on_copy_failure = \"warn\" (the default) to keep them and only report.";
+
 /// How long a cancelled `PostProcess` waits for AWS calls already sent before giving up.
 pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -71,28 +75,76 @@ impl AmikeyPostProcessor {
         AmikeyPostProcessor::default()
     }
 
-    /// The last configuration `Configure` accepted.
-    pub fn settings(&self) -> Option<Settings> {
-        self.settings.lock().ok().and_then(|s| s.clone())
+    /// The last configuration `Configure` accepted (`None` before one). Fails only when the lock
+    /// is poisoned: an earlier call panicked while holding it, an amikey bug.
+    pub fn settings(&self) -> Result<Option<Settings>, String> {
+        self.settings.lock().map(|s| s.clone()).map_err(|_| POISONED.to_string())
     }
 }
 
-/// The ConfigSpec, from [`FIELDS`].
+/// What a poisoned settings lock is: amikey's own failure, never Packer's.
+const POISONED: &str = "amikey: internal error: the configuration lock is poisoned (an earlier call \
+     panicked while holding it); this is an amikey bug, not a Packer one: re-run the build, and \
+     report it with the log (PACKER_LOG=1)";
+
+fn cty_of(kind: FieldKind) -> Option<CtyType> {
+    Some(match kind {
+        FieldKind::String => CtyType::String,
+        FieldKind::Bool => CtyType::Bool,
+        FieldKind::Number => CtyType::Number,
+        FieldKind::ListOfString => CtyType::List(Box::new(CtyType::String)),
+        FieldKind::MapOfString => CtyType::Map(Box::new(CtyType::String)),
+        FieldKind::Blocks(_) => return None,
+    })
+}
+
+fn attr_specs(fields: &[crate::core::config::Field]) -> Vec<AttrSpec> {
+    fields
+        .iter()
+        .filter_map(|f| Some(AttrSpec { name: f.name.to_string(), ty: cty_of(f.kind)?, required: false }))
+        .collect()
+}
+
+/// The ConfigSpec's attributes, from [`FIELDS`] (every kind but blocks).
 pub fn config_spec() -> Vec<AttrSpec> {
+    attr_specs(FIELDS)
+}
+
+/// The ConfigSpec's repeated nested blocks (`copy_to`), from [`FIELDS`].
+pub fn config_blocks() -> Vec<BlockListSpec> {
     FIELDS
         .iter()
-        .map(|f| AttrSpec {
-            name: f.name.to_string(),
-            ty: match f.kind {
-                FieldKind::String => CtyType::String,
-                FieldKind::Bool => CtyType::Bool,
-                FieldKind::Number => CtyType::Number,
-                FieldKind::ListOfString => CtyType::List(Box::new(CtyType::String)),
-                FieldKind::MapOfString => CtyType::Map(Box::new(CtyType::String)),
-            },
-            required: false,
+        .filter_map(|f| match f.kind {
+            FieldKind::Blocks(nested) => {
+                Some(BlockListSpec { name: f.name.to_string(), nested: attr_specs(nested) })
+            }
+            _ => None,
         })
         .collect()
+}
+
+/// A block list as it arrives (HCL2: a list of objects with `null` for unset keys; JSON: a list
+/// of maps or one map) made into a list of objects without nulls.
+fn normalize_blocks(v: Value) -> Value {
+    let items = match v {
+        Value::Object(m) => vec![Value::Object(m)],
+        Value::Array(a) => a,
+        other => return other,
+    };
+    Value::Array(
+        items
+            .into_iter()
+            .map(|i| match i {
+                Value::Object(m) => Value::Object(
+                    m.into_iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| (k, normalize_number(v)))
+                        .collect(),
+                ),
+                other => other,
+            })
+            .collect(),
+    )
 }
 
 fn describe(v: &Value) -> String {
@@ -146,6 +198,13 @@ fn kind_ok(v: &Value, kind: FieldKind) -> bool {
         FieldKind::Number => v.is_number(),
         FieldKind::ListOfString => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         FieldKind::MapOfString => v.as_object().is_some_and(|o| o.values().all(Value::is_string)),
+        FieldKind::Blocks(nested) => v.as_array().is_some_and(|items| {
+            items.iter().all(|i| {
+                i.as_object().is_some_and(|o| {
+                    o.iter().all(|(k, v)| nested.iter().any(|f| f.name == k && kind_ok(v, f.kind)))
+                })
+            })
+        }),
     }
 }
 
@@ -163,9 +222,23 @@ pub fn decode_settings(block: Map<String, Value>, weak: bool) -> Result<Settings
             continue;
         };
         let value = if weak { coerce(value, field.kind) } else { value };
-        let value = normalize_number(value);
+        let value = match field.kind {
+            FieldKind::Blocks(_) => normalize_blocks(value),
+            _ => normalize_number(value),
+        };
         if !kind_ok(&value, field.kind) {
-            errors.push(format!("`{key}` must be {}, got {}", field.kind.hcl(), describe(&value)));
+            let want = match field.kind {
+                FieldKind::Blocks(nested) => format!(
+                    "one or more `{key} {{ … }}` blocks with the keys {}",
+                    nested
+                        .iter()
+                        .map(|f| format!("{} ({})", f.name, f.kind.hcl()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                k => k.hcl().to_string(),
+            };
+            errors.push(format!("`{key}` must be {want}, got {}", describe(&value)));
             continue;
         }
         let single: Map<String, Value> = [(key.clone(), value.clone())].into_iter().collect();
@@ -192,6 +265,10 @@ fn now_unix() -> String {
 impl PostProcessor for AmikeyPostProcessor {
     fn config_spec(&self) -> Vec<AttrSpec> {
         config_spec()
+    }
+
+    fn config_blocks(&self) -> Vec<BlockListSpec> {
+        config_blocks()
     }
 
     fn configure(&self, req: ConfigureRequest) -> Result<(), String> {
@@ -231,9 +308,7 @@ impl PostProcessor for AmikeyPostProcessor {
                 decode_settings(block, false)?
             }
         };
-        if let Ok(mut s) = self.settings.lock() {
-            *s = Some(settings);
-        }
+        *self.settings.lock().map_err(|_| POISONED.to_string())? = Some(settings);
         Ok(())
     }
 
@@ -252,7 +327,7 @@ impl PostProcessor for AmikeyPostProcessor {
                 r => r,
             },
             () = cancel.cancelled() => {
-                // The engine sees the same token: it stops reading at once and starts no new
+                // The producer run sees the same token: it stops reading at once and starts no new
                 // write, but lets writes already sent finish, so an SSM parameter set or a
                 // permission is never left half-written. Dropping the run here instead would
                 // abandon requests AWS may still apply, and we could not say what was done.
@@ -276,7 +351,7 @@ enum Line {
     Message(String),
 }
 
-/// [`Progress`] over a channel: the engine's sync callbacks become queued Ui calls.
+/// [`Progress`] over a channel: the producer's sync callbacks become queued Ui calls.
 struct ChannelProgress(mpsc::UnboundedSender<Line>);
 
 impl Progress for ChannelProgress {
@@ -296,9 +371,10 @@ impl AmikeyPostProcessor {
         // Reading Packer's artifact writes nothing: a cancel stops it at once.
         let builder_id = unless_cancelled(&ctx.cancel, ctx.input.builder_id()).await?;
         check_builder(&builder_id)?;
-        let settings = self
-            .settings()
+        let mut settings = self
+            .settings()?
             .ok_or("amikey: PostProcess called before a successful Configure (this is a Packer bug)")?;
+        imply_copy_accounts(&mut settings);
         let id = unless_cancelled(&ctx.cancel, ctx.input.id()).await?;
         let amis = AmiSet::parse_artifact(&id, settings.skip_region_validation).map_err(|e| {
             format!("amikey: cannot read the AMI list {id:?} of the {builder_id} artifact: {e}")
@@ -308,7 +384,7 @@ impl AmikeyPostProcessor {
         let run = async {
             let progress = ChannelProgress(tx);
             let opts = RunOptions { mode: Mode::Publish, dry_run: false };
-            engine::run(&settings, &amis, opts, &progress, &ctx.cancel).await
+            producer::run(&settings, &amis, opts, &progress, &ctx.cancel).await
         };
         let forward = async {
             while let Some(line) = rx.recv().await {
@@ -358,11 +434,68 @@ impl AmikeyPostProcessor {
             };
         }
         // check_key_policy = "warn": consumers that the key policy would stop, said but not failed.
-        for w in &report.warnings {
+        // Grouped per consumer account (the full text of each is in the CLI's -v / --format json).
+        for w in report.warning_texts(crate::core::report::TextOptions::default()) {
             let _ = ctx.ui.message(&format!("amikey warning: {w}")).await;
         }
         let _ = ctx.ui.say(&format!("amikey: {}", report.summary())).await;
+        if !settings.copy_to.is_empty() {
+            self.copy(ctx, &settings, &amis).await?;
+        }
         Ok(success_artifact(builder_id, id, &report))
+    }
+
+    /// The `copy_to` blocks, after a clean publish. A failure is reported through the Ui and,
+    /// with `on_copy_failure = "warn"` (the default), never fails the build.
+    async fn copy<U: Ui, A: InputArtifact>(
+        &self,
+        ctx: &PostProcessContext<U, A>,
+        settings: &Settings,
+        amis: &AmiSet,
+    ) -> Result<(), String> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = async {
+            let progress = ChannelProgress(tx);
+            let opts = crate::copy::CopyOptions::from_settings(settings, false)?;
+            crate::copy::run_push(settings, amis, opts, &progress, &ctx.cancel).await
+        };
+        let forward = async {
+            while let Some(line) = rx.recv().await {
+                let _ = match line {
+                    Line::Say(m) => ctx.ui.say(&m).await,
+                    Line::Message(m) => ctx.ui.message(&m).await,
+                };
+            }
+        };
+        let (report, ()) = tokio::join!(run, forward);
+        let problem = match report {
+            Ok(r) if r.is_clean() => return Ok(()),
+            Ok(r) => format!("amikey could not copy into every consumer account:\n{}", r.render_text()),
+            Err(e) => format!("amikey could not copy into the consumer accounts: {e}"),
+        };
+        match settings.on_copy_failure.unwrap_or(OnViolation::Warn) {
+            OnViolation::Fail => Err(format!("{problem}\n{COPY_DESTROY_NOTE}")),
+            OnViolation::Warn => {
+                let _ = ctx
+                    .ui
+                    .error(&format!(
+                        "{problem}\n(on_copy_failure = \"warn\": the producer's AMIs are kept; re-run `amikey copy` to finish)"
+                    ))
+                    .await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `copy_to` accounts are implied into `ami_users` and `snapshot_users`: a copy needs both.
+pub fn imply_copy_accounts(settings: &mut Settings) {
+    for t in &settings.copy_to {
+        for list in [&mut settings.ami_users, &mut settings.snapshot_users] {
+            if !list.contains(&t.account) {
+                list.push(t.account.clone());
+            }
+        }
     }
 }
 
@@ -468,10 +601,12 @@ mod tests {
     #[test]
     fn spec_covers_every_field() {
         let spec = config_spec();
-        assert_eq!(spec.len(), FIELDS.len());
-        assert!(spec.iter().all(|a| !a.required));
-        let gob = crate::wire::hcl_spec::encode_gob_spec(&spec);
-        assert_eq!(crate::wire::hcl_spec::decode_gob_spec(&gob).unwrap(), spec);
+        let blocks = config_blocks();
+        assert_eq!(spec.len() + blocks.len(), FIELDS.len());
+        assert_eq!(blocks.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), vec!["copy_to"]);
+        assert!(spec.iter().chain(blocks.iter().flat_map(|b| &b.nested)).all(|a| !a.required));
+        let gob = crate::wire::hcl_spec::encode_gob_spec_with_blocks(&spec, &blocks);
+        assert_eq!(crate::wire::hcl_spec::decode_gob_spec_with_blocks(&gob).unwrap(), (spec, blocks));
     }
 
     #[test]
@@ -485,7 +620,7 @@ mod tests {
             "ami_users": ["111122223333"],
         })))
         .unwrap();
-        let s = pp.settings().unwrap();
+        let s = pp.settings().unwrap().unwrap();
         assert_eq!(s.kms_key_id.as_deref(), Some("alias/x"));
         assert_eq!(s.max_retries, Some(3));
         assert_eq!(s.ssm_path.as_deref(), Some("/amis/b"));
@@ -502,7 +637,7 @@ mod tests {
         assert!(e.contains("`on_violation`"), "{e}");
         let e = pp.configure(json_req(json!({"kms_key_id": "{{uuid}}"}))).unwrap_err();
         assert!(e.contains("uuid") && e.contains("kms_key_id"), "{e}");
-        assert!(pp.settings().is_none());
+        assert!(pp.settings().unwrap().is_none());
     }
 
     #[test]
@@ -513,10 +648,58 @@ mod tests {
         block.insert("kms_key_id".into(), json!("<unknown>"));
         block.insert("ami_users".into(), json!(["111122223333"]));
         pp.configure(hcl_req(Value::Object(block.clone()), true)).unwrap();
-        assert_eq!(pp.settings().unwrap().kms_key_id, None);
+        assert_eq!(pp.settings().unwrap().unwrap().kms_key_id, None);
         block.insert("kms_key_id".into(), json!("alias/real"));
         pp.configure(hcl_req(Value::Object(block), false)).unwrap();
-        assert_eq!(pp.settings().unwrap().kms_key_id.as_deref(), Some("alias/real"));
+        assert_eq!(pp.settings().unwrap().unwrap().kms_key_id.as_deref(), Some("alias/real"));
+    }
+
+    /// A panic while the settings lock was held poisons it: later calls say so, as amikey's own
+    /// failure, and never blame Packer.
+    #[test]
+    fn a_poisoned_settings_lock_is_reported_as_what_it_is() {
+        let pp = std::sync::Arc::new(AmikeyPostProcessor::new());
+        pp.configure(json_req(json!({"kms_key_id": "alias/x"}))).unwrap();
+        let holder = pp.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = holder.settings.lock().unwrap();
+            panic!("a bug while holding the settings lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        for e in [
+            pp.settings().unwrap_err(),
+            pp.configure(json_req(json!({"kms_key_id": "alias/x"}))).unwrap_err(),
+        ] {
+            assert!(e.contains("lock is poisoned") && e.contains("amikey bug"), "{e}");
+            assert!(!e.contains("Packer bug"), "{e}");
+        }
+    }
+
+    #[test]
+    fn copy_to_blocks_decode_in_both_modes_and_imply_sharing() {
+        let pp = AmikeyPostProcessor::new();
+        // HCL2: a list of objects, null for unset keys.
+        let mut block: Map<String, Value> =
+            FIELDS.iter().map(|f| (f.name.to_string(), Value::Null)).collect();
+        block.insert(
+            "copy_to".into(),
+            json!([{"account": "210987654321", "kms_key_id": "alias/mine", "region_kms_key_ids": null, "regions": null, "role_name": "r", "ssm_path": null}]),
+        );
+        pp.configure(hcl_req(Value::Object(block), false)).unwrap();
+        let mut s = pp.settings().unwrap().unwrap();
+        assert_eq!(s.copy_to.len(), 1);
+        assert_eq!(s.copy_to[0].kms_key_id.as_deref(), Some("alias/mine"));
+        imply_copy_accounts(&mut s);
+        assert_eq!(s.ami_users, vec!["210987654321".to_string()]);
+        assert_eq!(s.snapshot_users, vec!["210987654321".to_string()]);
+        // JSON: one map or a list of maps.
+        pp.configure(json_req(json!({"copy_to": {"account": "111122223333", "role_name": "r"}}))).unwrap();
+        assert_eq!(pp.settings().unwrap().unwrap().copy_to[0].account, "111122223333");
+        let e = pp.configure(json_req(json!({"copy_to": [{"acount": "111122223333"}]}))).unwrap_err();
+        assert!(e.contains("`copy_to`") && e.contains("account (string)"), "{e}");
+        let e = pp.configure(json_req(json!({"copy_to": "111122223333"}))).unwrap_err();
+        assert!(e.contains("`copy_to` must be one or more"), "{e}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Applies one [`Write`]: exactly one AWS write call, nothing else. Idempotence comes from the
+//! Applies one [`Write`] or one grant write ([`create_grant`], [`retire_grant`]): exactly one AWS
+//! write call, nothing else. Idempotence comes from the
 //! plan (only differing items are written); retries and throttling from the SDK's retry mode.
 
 use aws_sdk_ec2::types::{
     CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission,
     LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName,
 };
+use aws_sdk_kms::types::GrantOperation;
 use aws_sdk_ssm::types::{ParameterType, Tag};
 
 use super::clients::Aws;
@@ -63,6 +65,15 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
                 .await
                 .map_err(|e| AwsError::from_sdk("ModifySnapshotAttribute", region, e))?;
         }
+        Write::EnableImageDeprecation { ami_id, deprecate_at } => {
+            super::lifecycle::enable_deprecation(aws, region, ami_id, deprecate_at).await?;
+        }
+        Write::EnableImageDeregistrationProtection { ami_id, with_cooldown } => {
+            super::lifecycle::enable_protection(aws, region, ami_id, *with_cooldown).await?;
+        }
+        Write::DeregisterImage { ami_id, delete_snapshots } => {
+            super::lifecycle::deregister_image(aws, region, ami_id, *delete_snapshots).await?;
+        }
         Write::PutParameter { name, value, param_type, data_type, overwrite } => {
             let mut req = aws
                 .ssm(region)
@@ -100,5 +111,43 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
             })?;
         }
     }
+    Ok(())
+}
+
+/// CreateGrant with a deterministic `Name` (a retry returns the same grant) and the caller's
+/// account as retiring principal (so `--retire-stale` can retire it later). Returns the id.
+pub async fn create_grant(
+    aws: &Aws,
+    region: &str,
+    key_arn: &str,
+    grantee_arn: &str,
+    operations: &[String],
+    name: &str,
+    retiring_account: &str,
+) -> Result<String, AwsError> {
+    let ops: Vec<GrantOperation> = operations.iter().map(|o| GrantOperation::from(o.as_str())).collect();
+    let out = aws
+        .kms(region)
+        .create_grant()
+        .key_id(key_arn)
+        .grantee_principal(grantee_arn)
+        .set_operations(Some(ops))
+        .name(name)
+        .retiring_principal(format!("arn:aws:iam::{retiring_account}:root"))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("CreateGrant", region, e))?;
+    Ok(out.grant_id().unwrap_or_default().to_string())
+}
+
+/// RetireGrant `grant_id` on `key_arn`.
+pub async fn retire_grant(aws: &Aws, region: &str, key_arn: &str, grant_id: &str) -> Result<(), AwsError> {
+    aws.kms(region)
+        .retire_grant()
+        .key_id(key_arn)
+        .grant_id(grant_id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("RetireGrant", region, e))?;
     Ok(())
 }

@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use super::clients::Aws;
 use super::error::AwsError;
 use super::gather::{describe_key, launch_permissions};
-use crate::core::audit::{AuditImage, AuditRegionFacts};
+use super::read::get_key_policy;
+use crate::core::audit::{AuditError, AuditImage, AuditRegionFacts};
 use crate::core::facts::SnapshotFacts;
 
 /// Snapshot ids per DescribeSnapshots call (AWS allows 200 values per filter).
@@ -37,21 +38,6 @@ impl Limit {
         let _permit = self.0.acquire().await.ok();
         f.await
     }
-}
-
-/// DescribeRegions from the home region: the regions enabled for the account, sorted.
-pub async fn enabled_regions(aws: &Aws) -> Result<Vec<String>, AwsError> {
-    let out = aws
-        .ec2(&aws.home_region)
-        .describe_regions()
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("DescribeRegions", &aws.home_region, e))?;
-    let mut v: Vec<String> =
-        out.regions().iter().filter_map(|r| r.region_name()).map(str::to_string).collect();
-    v.sort();
-    v.dedup();
-    Ok(v)
 }
 
 async fn owned_images(
@@ -128,16 +114,10 @@ async fn key_policy(
     region: &str,
     arn: &str,
 ) -> Result<Result<serde_json::Value, String>, AwsError> {
-    let res = limit.run(aws.kms(region).get_key_policy().key_id(arn).policy_name("default").send()).await;
-    match res {
-        Ok(out) => {
-            let text = out.policy().unwrap_or_default();
-            Ok(serde_json::from_str(text).map_err(|e| format!("the policy is not JSON: {e}")))
-        }
-        Err(e) => {
-            let err = AwsError::from_sdk("GetKeyPolicy", region, e);
-            if err.is_access_denied() || err.is_not_found() { Ok(Err(err.message)) } else { Err(err) }
-        }
+    match limit.run(get_key_policy(aws, region, arn)).await {
+        Ok(text) => Ok(serde_json::from_str(&text).map_err(|e| format!("the policy is not JSON: {e}"))),
+        Err(err) if err.is_access_denied() || err.is_not_found() => Ok(Err(err.message)),
+        Err(err) => Err(err),
     }
 }
 
@@ -196,4 +176,26 @@ pub async fn gather_audit_region(
         facts.policies.insert(arn, p?);
     }
     Ok(facts)
+}
+
+/// Runs `amikey audit`'s reads: every region of `regions` in parallel, at most `concurrency`
+/// calls in flight across all of them. A region that cannot be scanned is an [`AuditError`]
+/// beside the others' facts.
+pub async fn gather_audit(
+    aws: &Aws,
+    regions: &[String],
+    filters: &[(String, String)],
+    concurrency: usize,
+) -> (Vec<AuditRegionFacts>, Vec<AuditError>) {
+    let limit = Limit::new(concurrency);
+    let results = join_all(regions.iter().map(|r| gather_audit_region(aws, &limit, r, filters))).await;
+    let mut facts = Vec::new();
+    let mut errors = Vec::new();
+    for (region, r) in regions.iter().zip(results) {
+        match r {
+            Ok(f) => facts.push(f),
+            Err(e) => errors.push(AuditError { region: region.clone(), error: e.to_string() }),
+        }
+    }
+    (facts, errors)
 }

@@ -52,7 +52,7 @@ impl AwsOptions {
                     s.assume_role.get("external_id").cloned(),
                 )
             }),
-            max_attempts: s.max_retries.unwrap_or(crate::core::config::DEFAULT_MAX_RETRIES),
+            max_attempts: crate::core::config::max_attempts(s.max_retries),
         }
     }
 }
@@ -173,7 +173,7 @@ impl Aws {
             .into_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
-        let who = crate::core::facts::arn_account(role_arn).unwrap_or(role_arn).to_string();
+        let who = crate::core::ids::arn_account(role_arn).unwrap_or(role_arn).to_string();
         Aws { base, home_region: self.home_region.clone(), who }
     }
 

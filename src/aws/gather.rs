@@ -11,133 +11,39 @@ use futures::future::join_all;
 
 use super::clients::Aws;
 use super::error::AwsError;
-use crate::core::facts::{
-    BlockDevice, ImageFacts, KeyFacts, KeyLookup, KeyManager, LaunchPermissions, ParamFacts, RegionFacts,
-    SnapshotFacts,
-};
+use super::read::{self, describe_image, describe_snapshots};
+use crate::core::facts::{KeyFacts, KeyLookup, LaunchPermissions, ParamFacts, RegionFacts};
 use crate::core::intent::Intent;
 use crate::core::plan::parameter_names;
 
-/// DescribeImages for one AMI; None when it does not exist (or is not visible).
-pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option<ImageFacts>, AwsError> {
-    let out = match aws.ec2(region).describe_images().image_ids(ami).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            let err = AwsError::from_sdk("DescribeImages", region, e);
-            if err.is_not_found() || err.code.as_deref() == Some("InvalidAMIID.Malformed") {
-                return Ok(None);
-            }
-            return Err(err);
-        }
-    };
-    Ok(out.images().iter().find(|i| i.image_id() == Some(ami)).map(|i| ImageFacts {
-        ami_id: ami.to_string(),
-        state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
-        owner: i.owner_id().map(str::to_string),
-        public: i.public().unwrap_or(false),
-        block_devices: i
-            .block_device_mappings()
-            .iter()
-            .map(|b| BlockDevice {
-                device_name: b.device_name().unwrap_or("?").to_string(),
-                snapshot_id: b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string),
-            })
-            .collect(),
-    }))
-}
-
-/// DescribeSnapshots for several ids at once; ids that do not exist are left out.
-pub async fn describe_snapshots(
-    aws: &Aws,
-    region: &str,
-    ids: &[String],
-) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
-    if ids.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let ec2 = aws.ec2(region);
-    let convert = |s: &aws_sdk_ec2::types::Snapshot| {
-        s.snapshot_id().map(|id| {
-            (
-                id.to_string(),
-                SnapshotFacts {
-                    snapshot_id: id.to_string(),
-                    encrypted: s.encrypted().unwrap_or(false),
-                    kms_key_id: s.kms_key_id().map(str::to_string),
-                },
-            )
-        })
-    };
-    match ec2.describe_snapshots().set_snapshot_ids(Some(ids.to_vec())).send().await {
-        Ok(out) => Ok(out.snapshots().iter().filter_map(convert).collect()),
-        Err(e) => {
-            let err = AwsError::from_sdk("DescribeSnapshots", region, e);
-            if !err.is_not_found() {
-                return Err(err);
-            }
-            // One id is gone: ask one by one so the others are still checked.
-            let mut found = BTreeMap::new();
-            for id in ids {
-                match ec2.describe_snapshots().snapshot_ids(id).send().await {
-                    Ok(out) => found.extend(out.snapshots().iter().filter_map(convert)),
-                    Err(e) => {
-                        let err = AwsError::from_sdk("DescribeSnapshots", region, e);
-                        if !err.is_not_found() {
-                            return Err(err);
-                        }
-                    }
-                }
-            }
-            Ok(found)
-        }
-    }
-}
-
-/// DescribeKey of a key reference in a region (and ListAliases when `with_alias`).
+/// DescribeKey of a key reference in a region (and ListAliases when `with_alias`), as a
+/// [`KeyLookup`]: NotFound and AccessDenied are answers, not errors.
 pub async fn describe_key(
     aws: &Aws,
     region: &str,
     reference: &str,
     with_alias: bool,
 ) -> Result<KeyLookup, AwsError> {
-    let kms = aws.kms(region);
-    let out = match kms.describe_key().key_id(reference).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            let err = AwsError::from_sdk("DescribeKey", region, e);
-            if err.is_not_found() {
-                return Ok(KeyLookup::NotFound);
-            }
-            if err.is_access_denied() {
-                return Ok(KeyLookup::AccessDenied(err.message));
-            }
-            return Err(err);
-        }
-    };
-    let Some(m) = out.key_metadata() else {
-        return Ok(KeyLookup::NotFound);
+    let info = match read::describe_key(aws, region, reference).await {
+        Ok(i) => i,
+        Err(err) if err.is_not_found() => return Ok(KeyLookup::NotFound),
+        Err(err) if err.is_access_denied() => return Ok(KeyLookup::AccessDenied(err.message)),
+        Err(err) => return Err(err),
     };
     let mut alias = reference.strip_prefix("alias/").map(|_| reference.to_string());
     if alias.is_none() {
         alias = reference.rsplit_once(":alias/").map(|(_, n)| format!("alias/{n}"));
     }
-    let manager = match m.key_manager().map(|k| k.as_str()) {
-        Some("AWS") => KeyManager::Aws,
-        _ => KeyManager::Customer,
-    };
-    if alias.is_none()
-        && with_alias
-        && let Ok(a) = kms.list_aliases().key_id(m.key_id()).send().await
-    {
-        alias = a.aliases().iter().filter_map(|a| a.alias_name()).min().map(str::to_string);
+    if alias.is_none() && with_alias {
+        alias = read::first_alias(aws, region, &info.key_id).await;
     }
     Ok(KeyLookup::Found(KeyFacts {
-        arn: m.arn().unwrap_or(m.key_id()).to_string(),
-        key_id: m.key_id().to_string(),
-        manager,
-        state: m.key_state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "Unknown".into()),
+        arn: info.arn,
+        key_id: info.key_id,
+        manager: info.manager,
+        state: info.state,
         alias,
-        multi_region: m.multi_region().unwrap_or(false),
+        multi_region: info.multi_region,
     }))
 }
 
@@ -315,7 +221,7 @@ async fn gather(
             },
             async {
                 let k = policy_key?;
-                Some(crate::aws::consumer::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
+                Some(read::get_key_policy(aws, region, &k).await.map_err(|e| e.to_string()))
             }
         );
         let snapshots = snapshots?;
@@ -409,7 +315,7 @@ pub async fn gather_preflight(
                 // A key ARN names its region: describe it there, so a key from another region
                 // is reported as such (KEY_WRONG_REGION) rather than as missing.
                 Some(k) => {
-                    let home = crate::core::facts::arn_region(k).filter(|r| !r.is_empty()).unwrap_or(region);
+                    let home = crate::core::ids::arn_region(k).unwrap_or(region);
                     describe_key(aws, home, k, false).await.map(Some)
                 }
                 None => Ok(None),
@@ -430,11 +336,10 @@ pub async fn gather_preflight(
     let intended = intended?;
     let key_policy = match &intended {
         Some(KeyLookup::Found(k)) if !consumers.is_empty() => {
-            let home = crate::core::facts::arn_region(&k.arn).filter(|r| !r.is_empty()).unwrap_or(region);
-            match aws.kms(home).get_key_policy().key_id(&k.arn).policy_name("default").send().await {
-                Ok(out) => Some(KeyPolicyLookup::Found(out.policy.unwrap_or_default())),
+            let home = crate::core::ids::arn_region(&k.arn).unwrap_or(region);
+            match read::get_key_policy(aws, home, &k.arn).await {
+                Ok(policy) => Some(KeyPolicyLookup::Found(policy)),
                 Err(e) => {
-                    let e = AwsError::from_sdk("GetKeyPolicy", home, e);
                     if e.is_access_denied() {
                         Some(KeyPolicyLookup::Unreadable(e.to_string()))
                     } else {

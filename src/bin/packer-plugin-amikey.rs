@@ -24,23 +24,32 @@ Install (Packer >= 1.7):
   then use   post-processor \"amikey\" { kms_key_id = \"alias/...\" }
 
 Install (Packer 1.6.x): copy or link it as `packer-post-processor-amikey` into
-~/.packer.d/plugins, the template's directory, or a directory in PACKER_PLUGIN_PATH.
+~/.packer.d/plugins, the template's directory, or a directory in PACKER_PLUGIN_PATH. Packer
+1.7-1.10 still run a binary named that way (without the data source); Packer 1.11+ do not.
 
 Commands (used by Packer):
     describe                                  print the plugin description (JSON)
     start post-processor [--protobuf] NAME    serve one post-processor (Packer >= 1.7)
-    start datasource [--protobuf] preflight   serve data \"amikey-preflight\" (Packer >= 1.12,
-                                              protobuf; Packer 1.6.x has no data sources)
-    (no arguments)                            serve, Packer 1.6.x legacy handshake
+    start datasource [--protobuf] preflight   serve data \"amikey-preflight\" (Packer >= 1.7;
+                                              Packer 1.6.x has no data sources)
+    (no arguments)                            serve as packer-post-processor-amikey: the 3-field
+                                              handshake for Packer 1.6.x, the 4-field one for
+                                              later Packers (told apart by PACKER_LOG and
+                                              PACKER_LOG_PATH, which 1.6.x always clears)
 
-Environment: AMIKEY_HANDSHAKE=3 for Packer 1.6.x multi-component mode; AMIKEY_LOG (e.g. debug)
-for more detail in PACKER_LOG=1 output; AWS_* as for the AWS CLI.
+Environment: AMIKEY_HANDSHAKE=3 or 4 forces the handshake line (3 for Packer 1.6.x
+multi-component mode); AMIKEY_LOG (e.g. debug) for more detail in PACKER_LOG=1 output; AWS_* as
+for the AWS CLI.
 ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let handshake_env = std::env::var(handshake::HANDSHAKE_ENV).ok();
-    let invocation = match handshake::parse_args(&args, handshake_env.as_deref()) {
+    let no_args = handshake::no_args_handshake(
+        std::env::var("PACKER_LOG").ok().as_deref(),
+        std::env::var("PACKER_LOG_PATH").ok().as_deref(),
+    );
+    let invocation = match handshake::parse_args(&args, handshake_env.as_deref(), no_args) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("packer-plugin-amikey: {e}");
@@ -65,7 +74,13 @@ fn main() -> ExitCode {
             eprint!("{HELP}");
             return ExitCode::SUCCESS;
         }
-        Invocation::Serve { handshake, spec, name } => (handshake, spec, name),
+        Invocation::Serve { handshake, spec, name } => {
+            if name.is_none() && handshake == handshake::HandshakeVersion::Legacy3 && handshake_env.is_none()
+            {
+                eprintln!("packer-plugin-amikey: {}", handshake::LEGACY_RENAME_HINT);
+            }
+            (handshake, spec, name)
+        }
         Invocation::ServeDatasource { handshake, spec, name } => {
             return serve_datasource_main(handshake, spec, &name);
         }

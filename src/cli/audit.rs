@@ -6,14 +6,14 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use futures::future::join_all;
 
 use super::{CliError, Format, output};
-use crate::aws::audit::{Limit, enabled_regions, gather_audit_region};
+use crate::aws::audit::gather_audit;
+use crate::aws::read::describe_regions;
 use crate::aws::{Aws, AwsOptions};
 use crate::core::artifact::valid_region;
-use crate::core::audit::{AuditError, AuditReport};
-use crate::engine::Progress;
+use crate::core::audit::AuditReport;
+use crate::producer::Progress;
 
 /// Flags of `amikey audit`.
 #[derive(Debug, Args)]
@@ -49,7 +49,8 @@ pub struct AuditArgs {
     /// Endpoint for every AWS service, e.g. an emulator (AWS_ENDPOINT_URL works too).
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// Maximum attempts per AWS call (standard retry mode with backoff).
+    /// Retries per AWS call after the first attempt, as packer-plugin-amazon counts them
+    /// (standard retry mode with backoff; default 4).
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// Accept region names amikey does not know.
@@ -96,27 +97,18 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
         profile: args.profile.clone(),
         region: args.region.clone(),
         endpoint_url: args.endpoint_url.clone(),
-        max_attempts: args.max_retries.unwrap_or(crate::core::config::DEFAULT_MAX_RETRIES),
+        max_attempts: crate::core::config::max_attempts(args.max_retries),
         ..Default::default()
     };
     let aws = Aws::connect(&opts, regions.first().map(String::as_str).unwrap_or("us-east-1")).await;
     if regions.is_empty() {
-        regions = enabled_regions(&aws).await.map_err(|e| {
+        regions = describe_regions(&aws).await.map_err(|e| {
             CliError::Input(format!("cannot list the account's regions ({e}); pass --regions instead"))
         })?;
     }
     let progress = output::StderrProgress::new(args.verbose);
     progress.say(&format!("Scanning owned AMIs in {} region(s): {}", regions.len(), regions.join(", ")));
-    let limit = Limit::new(usize::from(args.concurrency));
-    let results = join_all(regions.iter().map(|r| gather_audit_region(&aws, &limit, r, &filters))).await;
-    let mut facts = Vec::new();
-    let mut errors = Vec::new();
-    for (region, r) in regions.iter().zip(results) {
-        match r {
-            Ok(f) => facts.push(f),
-            Err(e) => errors.push(AuditError { region: region.clone(), error: e.to_string() }),
-        }
-    }
+    let (facts, errors) = gather_audit(&aws, &regions, &filters, usize::from(args.concurrency)).await;
     let report = AuditReport::build(&facts, errors);
     match args.format {
         Format::Text => output::stdout(&report.render_text()),
@@ -127,13 +119,7 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
             "summary": report.summary(),
         })),
     }
-    Ok(if !report.errors.is_empty() {
-        ExitCode::from(2)
-    } else if !report.findings.is_empty() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ pub struct ConsumerAws {
     /// Endpoint for every AWS service, e.g. an emulator (AWS_ENDPOINT_URL works too).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
-    /// Maximum attempts per AWS call (standard retry mode with backoff).
+    /// Retries per AWS call after the first attempt, as packer-plugin-amazon counts them
+    /// (standard retry mode with backoff; default 4).
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
     /// Accept region names amikey does not know.
@@ -42,7 +43,7 @@ impl ConsumerAws {
             profile: self.profile.clone(),
             region: home_region,
             endpoint_url: self.endpoint_url.clone(),
-            max_attempts: self.max_retries.unwrap_or(5),
+            max_attempts: crate::core::config::max_attempts(self.max_retries),
             ..Default::default()
         }
     }

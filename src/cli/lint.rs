@@ -18,6 +18,10 @@ pub const AFTER_HELP: &str = "Examples:
   amikey lint packer/ -var-file prod.pkrvars.hcl -var region=eu-west-1
   amikey lint --format json templates/ | jq '.findings[] | {code, file, line}'
 
+A template found in a directory also gets that directory's *.auto.pkrvars.hcl and
+*.auto.pkrvars.json, as `packer build DIR` does. Packer's order (later wins): defaults, HCL var
+files (auto ones by name, then -var-file), JSON var files (the same), then -var.
+
 Rules AMK000-AMK014 are listed in the README (src/lint/rules.md). Values lint cannot evaluate
 (env(), timestamp(), variables without a value) skip the rules that need them, with a note.
 
@@ -35,7 +39,7 @@ pub struct LintArgs {
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
     /// Read variables from a `.pkrvars.hcl` or `.json` file, as `packer build -var-file`
-    /// (repeatable; `-var` wins over files).
+    /// (repeatable; after the directory's auto var files; `-var` wins over files).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
     /// Output format: compiler-style text, or JSON (`files`, `findings`, `notes`).

@@ -1,14 +1,17 @@
 //! The `amikey` command line: clap definitions, turning flags (and an optional HCL `--config`
-//! file with the post-processor's keys) into [`Settings`], running the engine, printing through
+//! file with the post-processor's keys) into [`Settings`], running the producer, printing through
 //! [`output`], and mapping results to exit codes (0 clean, 1 findings, 2 error).
 
 pub mod audit;
+pub mod copy;
 pub mod doctor;
 pub mod grant;
 pub mod lint;
 pub mod output;
 pub mod policy;
 pub mod preflight;
+pub mod retire;
+pub mod rollback;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::artifact::AmiSet;
 use crate::core::config::Settings;
-use crate::engine::{self, Mode, RunOptions};
+use crate::producer::{self, Mode, RunOptions};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -44,7 +47,9 @@ Exit codes: 0 clean, 1 findings, 2 error (bad input, AWS error).",
 amikey check --artifact \"us-east-1:ami-0123456789abcdef0,eu-west-1:ami-0fedcba9876543210\" --kms-key-id alias/images\n  \
 amikey publish --config amikey.hcl --artifact \"$(jq -r '.builds[-1].artifact_id' packer-manifest.json)\" --dry-run\n  \
 amikey lint build.pkr.hcl -var-file prod.pkrvars.hcl\n  \
-amikey preflight --template build.pkr.hcl -var-file prod.pkrvars.hcl"
+amikey preflight --template build.pkr.hcl -var-file prod.pkrvars.hcl\n  \
+amikey retire --ssm-path /images/base --regions us-east-1,eu-west-1 --keep 3\n  \
+amikey rollback --ssm-path /images/base --regions us-east-1,eu-west-1 --to-version 6"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -80,6 +85,16 @@ makes no write call. Permissions are only added unless --prune."
     Doctor(doctor::DoctorArgs),
     /// Key policies for consumers: generate the statements, merge them, check a key's policy.
     Policy(policy::PolicyArgs),
+    /// Copy the AMIs into consumer accounts, each under its own key; verify and publish there
+    /// (producer push by assumed role, or consumer pull with --from-ssm-path).
+    #[command(after_help = copy::AFTER_HELP)]
+    Copy(copy::CopyArgs),
+    /// Delete the old images of a published lineage that nothing uses (plan first; --yes to act).
+    #[command(after_help = retire::AFTER_HELP)]
+    Retire(retire::RetireArgs),
+    /// Point the published parameters back at earlier images, verified, in every region at once.
+    #[command(after_help = rollback::AFTER_HELP)]
+    Rollback(rollback::RollbackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,7 +128,8 @@ struct AwsArgs {
     /// Endpoint for every AWS service, e.g. an emulator (AWS_ENDPOINT_URL works too).
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// Maximum attempts per AWS call (standard retry mode with backoff).
+    /// Retries per AWS call after the first attempt, as packer-plugin-amazon counts them
+    /// (standard retry mode with backoff; default 4).
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// Accept region names amikey does not know.
@@ -126,7 +142,8 @@ struct OutArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// More detail on stderr (-v progress, -vv debug logs).
+    /// More detail: -v progress on stderr, every warning in full and every unchanged item on
+    /// stdout (text; JSON always has them); -vv also debug logs.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// HCL file with the post-processor block's keys (flags override it).
@@ -183,9 +200,38 @@ struct PublishArgs {
     #[arg(long)]
     allow_public: bool,
     #[command(flatten)]
+    lifecycle: LifecycleArgs,
+    #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
     out: OutArgs,
+}
+
+#[derive(Debug, Args)]
+struct LifecycleArgs {
+    /// Deprecate every regional AMI at this RFC 3339 time, e.g. 2027-01-31T00:00:00Z (verified).
+    #[arg(long, value_name = "TIME")]
+    deprecate_at: Option<String>,
+    /// Deprecate every regional AMI this long after its creation, e.g. 90d (verified).
+    #[arg(long, value_name = "DURATION")]
+    deprecate_after: Option<String>,
+    /// Turn on deregistration protection on every regional AMI (verified).
+    #[arg(long)]
+    deregistration_protection: bool,
+    /// With --deregistration-protection: stay protected 24 h after it is turned off.
+    #[arg(long)]
+    deregistration_protection_cooldown: bool,
+}
+
+fn overlay_lifecycle(s: &mut Settings, l: &LifecycleArgs) {
+    if l.deprecate_at.is_some() {
+        s.deprecate_at = l.deprecate_at.clone();
+    }
+    if l.deprecate_after.is_some() {
+        s.deprecate_after = l.deprecate_after.clone();
+    }
+    s.deregistration_protection |= l.deregistration_protection;
+    s.deregistration_protection_cooldown |= l.deregistration_protection_cooldown;
 }
 
 /// A CLI failure: printed once, exit code 2.
@@ -194,9 +240,9 @@ pub enum CliError {
     /// Bad flags or config file.
     #[error("{0}")]
     Input(String),
-    /// The engine failed.
+    /// The producer run (check, publish) failed.
     #[error(transparent)]
-    Engine(#[from] engine::EngineError),
+    Producer(#[from] producer::ProducerError),
 }
 
 fn load_config(path: &Option<PathBuf>) -> Result<Settings, CliError> {
@@ -224,6 +270,11 @@ fn overlay_common(s: &mut Settings, keys: &KeyArgs, aws: &AwsArgs) -> Result<(),
         s.kms_key_id = keys.kms_key_id.clone();
     }
     parse_region_keys(&keys.region_kms_key_ids, s)?;
+    overlay_aws(s, aws);
+    Ok(())
+}
+
+fn overlay_aws(s: &mut Settings, aws: &AwsArgs) {
     if aws.profile.is_some() {
         s.profile = aws.profile.clone();
     }
@@ -237,7 +288,6 @@ fn overlay_common(s: &mut Settings, keys: &KeyArgs, aws: &AwsArgs) -> Result<(),
         s.max_retries = aws.max_retries;
     }
     s.skip_region_validation |= aws.skip_region_validation;
-    Ok(())
 }
 
 fn replace_if_given(target: &mut Vec<String>, given: &[String]) {
@@ -254,7 +304,7 @@ fn ami_set(a: &AmiArgs, skip: bool) -> Result<AmiSet, CliError> {
     AmiSet::from_pairs(entries, skip).map_err(|e| CliError::Input(e.to_string()))
 }
 
-async fn run_engine(
+async fn run_producer(
     settings: Settings,
     amis: AmiSet,
     opts: RunOptions,
@@ -268,8 +318,8 @@ async fn run_engine(
             ctrl_c.cancel();
         }
     });
-    let report = engine::run(&settings, &amis, opts, &progress, &cancel).await?;
-    output::print_report(&report, out.format);
+    let report = producer::run(&settings, &amis, opts, &progress, &cancel).await?;
+    output::print_report(&report, out.format, out.verbose > 0);
     Ok(if report.has_errors() {
         ExitCode::from(2)
     } else if !report.findings().is_empty() {
@@ -286,7 +336,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let mut s = load_config(&a.out.config)?;
             overlay_common(&mut s, &a.keys, &a.aws)?;
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
-            run_engine(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
+            run_producer(s, amis, RunOptions { mode: Mode::Check, dry_run: false }, &a.out).await
         }
         Command::Preflight(a) => preflight::run(a).await,
         Command::Lint(a) => lint::run(a).await,
@@ -308,12 +358,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
             s.prune |= a.prune;
             s.allow_public |= a.allow_public;
+            overlay_lifecycle(&mut s, &a.lifecycle);
             let amis = ami_set(&a.amis, s.skip_region_validation)?;
-            run_engine(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
+            run_producer(s, amis, RunOptions { mode: Mode::Publish, dry_run: a.dry_run }, &a.out).await
         }
         Command::Grant(a) => grant::run(a).await,
         Command::Doctor(a) => doctor::run(a).await,
         Command::Policy(a) => policy::run(a).await,
+        Command::Copy(a) => copy::run(a).await,
+        Command::Retire(a) => retire::run(a).await,
+        Command::Rollback(a) => rollback::run(a).await,
     }
 }
 
@@ -327,11 +381,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let code = match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             output::error(&e.to_string());
             ExitCode::from(2)
         }
-    }
+    };
+    output::exit_code(code)
 }

@@ -106,7 +106,7 @@ struct CheckPolicyArgs {
 }
 
 fn home(key: Option<&str>, regions: &[String]) -> Option<String> {
-    key.and_then(policy::arn_region)
+    key.and_then(crate::core::ids::arn_region)
         .filter(|r| !r.is_empty())
         .map(str::to_string)
         .or_else(|| regions.first().cloned())
@@ -156,10 +156,9 @@ async fn generate(a: GenerateArgs) -> Result<ExitCode, CliError> {
     };
     let aws = Aws::connect(&a.aws.options(Some(region.clone())), &region).await;
     // GetKeyPolicy takes only a key id or ARN: resolve an alias first.
-    let arn =
-        crate::aws::consumer::describe_key(&aws, &region, key).await.map_err(|e| cli_error(e.into()))?.arn;
+    let arn = crate::aws::read::describe_key(&aws, &region, key).await.map_err(|e| cli_error(e.into()))?.arn;
     let text =
-        crate::aws::consumer::get_key_policy(&aws, &region, &arn).await.map_err(|e| cli_error(e.into()))?;
+        crate::aws::read::get_key_policy(&aws, &region, &arn).await.map_err(|e| cli_error(e.into()))?;
     let current: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::Input(format!("the current policy of {key} is not JSON ({e})")))?;
     let merged = policy::merge(&current, &statements).map_err(|e| CliError::Input(format!("{key}: {e}")))?;

@@ -3,7 +3,7 @@
 //! with which key; can the consumers (`ami_users`) use the key as far as its policy says. The
 //! regions and keys come from a Packer template (`--template`, evaluated with `-var`/`-var-file`
 //! as `amikey lint` does), from `--config`, or from flags. Owns flag handling only: the
-//! template's intent is [`crate::lint::intent`]'s, the checks are [`crate::engine`]'s.
+//! template's intent is [`crate::lint::intent`]'s, the checks are [`crate::producer`]'s.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ use clap::Args;
 
 use super::{AwsArgs, CliError, Format, KeyArgs, OutArgs, load_config, output, overlay_common};
 use crate::core::preflight::{PreflightFinding, Severity};
-use crate::engine::{self, PreflightTarget};
 use crate::lint::intent::template_intent;
+use crate::producer::{self, PreflightTarget};
 
 /// Examples and exit codes under `amikey preflight --help`.
 pub const AFTER_HELP: &str = "Where the regions and keys come from:
@@ -84,7 +84,7 @@ pub async fn run(a: PreflightArgs) -> Result<ExitCode, CliError> {
             regions.extend(s.region_kms_key_ids.keys().cloned());
             regions.extend(s.region.clone());
         }
-        engine::targets_from_settings(&s, &regions.into_iter().collect::<Vec<_>>())
+        producer::targets_from_settings(&s, &regions.into_iter().collect::<Vec<_>>())
     } else {
         let vars = super::lint::var_inputs(&a.vars, &a.var_files)?;
         let templates =
@@ -125,7 +125,7 @@ pub async fn run(a: PreflightArgs) -> Result<ExitCode, CliError> {
         targets
     };
     let consumers: Vec<String> = consumers.into_iter().collect();
-    let report = engine::preflight_targets(&s, &targets, &consumers, extra).await?;
+    let report = producer::preflight_targets(&s, &targets, &consumers, extra).await?;
     match a.out.format {
         Format::Text => output::stdout(&report.render_text()),
         Format::Json => output::print_json(&report),

@@ -382,6 +382,12 @@ impl AuditReport {
         AuditReport { regions, findings, errors }
     }
 
+    /// The exit code: 2 when a region could not be scanned (the others are still reported), 1
+    /// for findings, 0 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if !self.errors.is_empty() { 2 } else { u8::from(!self.findings.is_empty()) }
+    }
+
     /// One line: regions, images, findings by code, errors.
     pub fn summary(&self) -> String {
         let images: usize = self.regions.iter().map(|r| r.images).sum();
@@ -596,5 +602,29 @@ mod tests {
              could not scan ap-south-1"
         );
         assert!(r.render_text().contains("ERROR ap-south-1: not scanned: x"));
+    }
+
+    #[test]
+    fn exit_code_is_2_for_an_unscanned_region_then_1_for_findings() {
+        let err = || vec![AuditError { region: "ap-south-1".into(), error: "x".into() }];
+        let bad = || {
+            let mut f = facts();
+            f.images = vec![image("ami-a", &["snap-plain"], &[])];
+            f
+        };
+        let good = || {
+            let mut f = facts();
+            f.images = vec![image("ami-c", &["snap-good"], &[])];
+            f
+        };
+        for (facts, errors, want) in [
+            (vec![good()], vec![], 0),
+            (vec![], vec![], 0),
+            (vec![bad()], vec![], 1),
+            (vec![good()], err(), 2),
+            (vec![bad()], err(), 2),
+        ] {
+            assert_eq!(AuditReport::build(&facts, errors).exit_code(), want);
+        }
     }
 }

@@ -28,6 +28,9 @@ pub enum FieldKind {
     ListOfString,
     /// `map(string)`
     MapOfString,
+    /// A repeated nested block (`name { … }` any number of times) with these attributes
+    /// (flat, no deeper blocks). Encoded as an hcldec `BlockListSpec` of an `ObjectSpec`.
+    Blocks(&'static [Field]),
 }
 
 impl FieldKind {
@@ -39,12 +42,13 @@ impl FieldKind {
             FieldKind::Number => "number",
             FieldKind::ListOfString => "list(string)",
             FieldKind::MapOfString => "map(string)",
+            FieldKind::Blocks(_) => "block",
         }
     }
 }
 
 /// One attribute of the schema: its name, type, default and documentation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
     /// snake_case key, as written in HCL.
     pub name: &'static str,
@@ -108,6 +112,40 @@ pub const FIELDS: &[Field] = &[
         "Evaluate each key policy for `ami_users` and `publish_accounts`: `warn`, `fail` or `off`.",
     ),
     f(
+        "copy_timeout",
+        String,
+        "\"2h\"",
+        "How long `copy_to` waits for each copy to become `available` (`45m`, `2h`, `1h30m`). A copy still pending then is reported; it keeps going in AWS and the next run adopts it.",
+    ),
+    f(
+        "copy_to",
+        Blocks(COPY_TO_FIELDS),
+        "",
+        "Repeated block: copy every AMI into a consumer account, encrypted with that account's own key, then verify and publish it there. Its account is implied in `ami_users` and `snapshot_users`. Keys below.",
+        "deprecate_after",
+        String,
+        "",
+        "Deprecate every regional AMI this long after its creation (`90d`, `2w`, `36h`, `1d12h`): `EnableImageDeprecation`, read back and verified; the same time on every re-run. Not with `deprecate_at`.",
+    ),
+    f(
+        "deprecate_at",
+        String,
+        "",
+        "Deprecate every regional AMI at this RFC 3339 time (`2027-01-31T00:00:00Z`; AWS rounds to the minute): `EnableImageDeprecation`, read back and verified, written only when it differs.",
+    ),
+    f(
+        "deregistration_protection",
+        Bool,
+        "false",
+        "Turn on deregistration protection on every regional AMI (`EnableImageDeregistrationProtection`), read back and verified. `amikey retire` never deregisters a protected AMI.",
+    ),
+    f(
+        "deregistration_protection_cooldown",
+        Bool,
+        "false",
+        "With `deregistration_protection`: keep the AMI protected for 24 hours after protection is turned off (`WithCooldown`).",
+    ),
+    f(
         "endpoint_url",
         String,
         "",
@@ -122,8 +160,14 @@ pub const FIELDS: &[Field] = &[
     f(
         "max_retries",
         Number,
-        "5",
-        "Maximum attempts per AWS call (the SDK's standard retry mode with backoff, including throttling).",
+        "4",
+        "Times an AWS call is retried after its first attempt, as in packer-plugin-amazon (standard retry mode with backoff, including throttling): at most `max_retries + 1` attempts; 1 to 50. amikey 0.1.0 counted attempts here: the same value now allows one more try, and the default (4 retries, 5 attempts) is unchanged.",
+    ),
+    f(
+        "on_copy_failure",
+        String,
+        "\"warn\"",
+        "What a failed `copy_to` copy does to the build: `warn` (report through the UI, keep the producer's AMIs) or `fail` (error; Packer then deletes the producer's AMIs).",
     ),
     f(
         "on_violation",
@@ -184,18 +228,64 @@ pub const FIELDS: &[Field] = &[
     f("token", String, "", "AWS session token, with `access_key` and `secret_key`."),
 ];
 
+/// The keys of one `copy_to` block, alphabetically.
+pub const COPY_TO_FIELDS: &[Field] = &[
+    f("account", String, "", "Required. The 12-digit consumer account id to copy into."),
+    f(
+        "kms_key_id",
+        String,
+        "",
+        "The consumer's key for every region without an entry in `region_kms_key_ids`: an alias (`alias/NAME`, resolved in that account and each region), key id or key ARN. Never `aws/ebs`.",
+    ),
+    f(
+        "region_kms_key_ids",
+        MapOfString,
+        "{}",
+        "The consumer's key per region (`region = key`); overrides `kms_key_id` there.",
+    ),
+    f("regions", ListOfString, "[]", "Copy only the AMIs of these regions (empty: every AMI region)."),
+    f(
+        "role_name",
+        String,
+        "",
+        "Role assumed in the consumer account (`arn:aws:iam::ACCOUNT:role/NAME`) to copy, verify and publish there. Default: `publish_role_name`.",
+    ),
+    f(
+        "ssm_path",
+        String,
+        "",
+        "Publish the copy in the consumer account under this path (`image_id`, `kms_key_arn`, `snapshot_ids`, `source_image_id`). Default: the top-level `ssm_path`, else nothing is published.",
+    ),
+];
+
 /// Keys of which at least one must be set: every AMI region needs an intended key, from
 /// `region_kms_key_ids` or else `kms_key_id` (a region with neither is a `NO_INTENDED_KEY`
 /// finding). Every other key is optional.
 pub const REQUIRED_ONE_OF: &[&str] = &["kms_key_id", "region_kms_key_ids"];
 
 fn doc_entry(f: &Field) -> std::string::String {
-    let mut line = format!("- `{}` ({}) - {}", f.name, f.kind.hcl(), f.doc);
+    let mut line = entry_line(f.name, f);
+    if let FieldKind::Blocks(nested) = f.kind {
+        for n in nested {
+            line.push_str("  ");
+            line.push_str(&entry_line(&format!("{}.{}", f.name, n.name), n));
+        }
+    }
+    line
+}
+
+fn entry_line(name: &str, f: &Field) -> std::string::String {
+    let mut line = format!("- `{name}` ({}) - {}", f.kind.hcl(), f.doc);
     if !f.default.is_empty() {
         line.push_str(&format!(" Default: `{}`.", f.default));
     }
     line.push('\n');
     line
+}
+
+/// `name (type)` of each key of a nested block, for one-line summaries.
+fn nested_summary(nested: &[Field]) -> std::string::String {
+    nested.iter().map(|n| format!("`{}` ({})", n.name, n.kind.hcl())).collect::<Vec<_>>().join(", ")
 }
 
 /// The "Configuration" section of the post-processor docs page (Packer plugin shape: Required
@@ -220,7 +310,10 @@ pub fn readme_table() -> std::string::String {
     for f in FIELDS {
         let default =
             if f.default.is_empty() { std::string::String::new() } else { format!("`{}`", f.default) };
-        let doc = f.doc.replace('|', "\\|");
+        let mut doc = f.doc.replace('|', "\\|");
+        if let FieldKind::Blocks(nested) = f.kind {
+            doc = format!("{} Keys: {}.", doc.trim_end_matches(" Keys below."), nested_summary(nested));
+        }
         out.push_str(&format!("| `{}` | {} | {default} | {doc} |\n", f.name, f.kind.hcl()));
     }
     out
@@ -236,9 +329,16 @@ pub fn generated_section<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
     Some(&doc[start..start + len])
 }
 
-/// Attempts per AWS call when `max_retries` is not set (the `FIELDS` default says the same; a
-/// test keeps them equal).
-pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// Retries after the first attempt when `max_retries` is not set (the `FIELDS` default says the
+/// same; a test keeps them equal): 5 attempts, as before `max_retries` counted retries.
+pub const DEFAULT_MAX_RETRIES: u32 = 4;
+
+/// Attempts per AWS call for a `max_retries` setting: the first attempt plus `max_retries`
+/// retries, as packer-plugin-amazon counts them (its `max_retries` is the AWS SDK for Go's
+/// `MaxRetries`, retries after the first attempt).
+pub fn max_attempts(max_retries: Option<u32>) -> u32 {
+    max_retries.unwrap_or(DEFAULT_MAX_RETRIES).saturating_add(1)
+}
 
 /// What a finding does to a Packer build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -277,9 +377,17 @@ pub struct Settings {
     pub ami_users: Vec<std::string::String>,
     pub assume_role: BTreeMap<std::string::String, std::string::String>,
     pub check_key_policy: PolicyCheck,
+    pub copy_timeout: Option<std::string::String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub copy_to: Vec<CopyTo>,
+    pub deprecate_after: Option<std::string::String>,
+    pub deprecate_at: Option<std::string::String>,
+    pub deregistration_protection: bool,
+    pub deregistration_protection_cooldown: bool,
     pub endpoint_url: Option<std::string::String>,
     pub kms_key_id: Option<std::string::String>,
     pub max_retries: Option<u32>,
+    pub on_copy_failure: Option<OnViolation>,
     pub on_violation: OnViolation,
     pub profile: Option<std::string::String>,
     pub prune: bool,
@@ -292,6 +400,33 @@ pub struct Settings {
     pub snapshot_users: Vec<std::string::String>,
     pub ssm_path: Option<std::string::String>,
     pub token: Option<std::string::String>,
+}
+
+/// One `copy_to` block: a consumer account to copy the AMIs into. Keys are [`COPY_TO_FIELDS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct CopyTo {
+    pub account: std::string::String,
+    pub kms_key_id: Option<std::string::String>,
+    pub region_kms_key_ids: BTreeMap<std::string::String, std::string::String>,
+    pub regions: Vec<std::string::String>,
+    pub role_name: Option<std::string::String>,
+    pub ssm_path: Option<std::string::String>,
+}
+
+/// A repeated block: HCL gives one block as a map and several as a list.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error as _;
+    let v = match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Object(m) => serde_json::Value::Array(vec![serde_json::Value::Object(m)]),
+        other => other,
+    };
+    serde_json::from_value(v).map_err(D::Error::custom)
 }
 
 /// Parses an HCL configuration file holding the post-processor block's keys (the block body,
@@ -309,6 +444,16 @@ mod tests {
     fn documented_max_retries_default_is_the_one_used() {
         let f = FIELDS.iter().find(|f| f.name == "max_retries").unwrap();
         assert_eq!(f.default, DEFAULT_MAX_RETRIES.to_string());
+    }
+
+    /// `max_retries` counts retries, as in packer-plugin-amazon: one more attempt than retries.
+    #[test]
+    fn max_retries_counts_retries_not_attempts() {
+        assert_eq!(max_attempts(None), 5, "the default: 4 retries, 5 attempts (unchanged)");
+        assert_eq!(max_attempts(Some(1)), 2);
+        assert_eq!(max_attempts(Some(2)), 3);
+        assert_eq!(max_attempts(Some(50)), 51);
+        assert_eq!(max_attempts(Some(u32::MAX)), u32::MAX, "no overflow");
     }
 
     #[test]
@@ -366,7 +511,7 @@ mod tests {
             required.contains("- `kms_key_id` (string)")
                 && required.contains("- `region_kms_key_ids` (map(string))")
         );
-        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `5`."));
+        assert!(optional.contains("- `max_retries` (number) - ") && optional.contains("Default: `4`."));
         assert_eq!(readme_table().lines().count(), FIELDS.len() + 2);
         assert_eq!(
             generated_section("a\n<!-- BEGIN GENERATED x -->\nbody\n<!-- END GENERATED x -->\n", "x"),
@@ -384,5 +529,24 @@ mod tests {
         let e = parse_hcl("kms_key = \"x\"").unwrap_err();
         assert!(e.contains("kms_key"), "{e}");
         assert!(parse_hcl("ami_users = 3").is_err());
+    }
+
+    #[test]
+    fn copy_to_blocks_parse_repeated_and_reject_unknown_keys() {
+        let s = parse_hcl(
+            "kms_key_id = \"alias/x\"\ncopy_to {\n  account = \"210987654321\"\n  role_name = \"r\"\n  kms_key_id = \"alias/mine\"\n  region_kms_key_ids = { eu-west-1 = \"alias/eu\" }\n}\ncopy_to {\n  account = \"111122223333\"\n  regions = [\"us-east-1\"]\n}\n",
+        )
+        .unwrap();
+        assert_eq!(s.copy_to.len(), 2);
+        assert_eq!(s.copy_to[0].account, "210987654321");
+        assert_eq!(s.copy_to[0].region_kms_key_ids["eu-west-1"], "alias/eu");
+        assert_eq!(s.copy_to[1].regions, vec!["us-east-1".to_string()]);
+        let one = parse_hcl("copy_to {\n  account = \"210987654321\"\n}\n").unwrap();
+        assert_eq!(one.copy_to.len(), 1);
+        let e = parse_hcl("copy_to {\n  acount = \"210987654321\"\n}\n").unwrap_err();
+        assert!(e.contains("acount"), "{e}");
+        let md = docs_markdown();
+        assert!(md.contains("  - `copy_to.account` (string) - Required."), "{md}");
+        assert!(readme_table().contains("Keys: `account` (string)"));
     }
 }

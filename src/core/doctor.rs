@@ -14,18 +14,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::core::facts::KeyManager;
 use crate::core::grants::{ExistingGrant, Grantee, catalog_entry, explain_access_denied, satisfies};
+use crate::core::ids::{arn_region, is_aws_managed_alias};
 use crate::core::policy::generate_command;
-
-/// Who manages a KMS key (`DescribeKey` `KeyManager`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyManager {
-    /// AWS managed (`aws/ebs`): cannot be used outside its account.
-    Aws,
-    /// Customer managed.
-    Customer,
-}
 
 /// The outcome of `DescribeKey` on one key ARN from the consumer account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,9 +43,10 @@ pub enum KeyDescribe {
     },
 }
 
-/// The AMI as `DescribeImages` shows it to the consumer.
+/// The AMI as `DescribeImages` shows it to the consumer (the producer's view is
+/// [`crate::core::facts::ImageFacts`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageFacts {
+pub struct ConsumerImage {
     /// `State` (`available`, `pending`, `failed`, …).
     pub state: String,
     /// `OwnerId`.
@@ -64,9 +57,22 @@ pub struct ImageFacts {
     pub deprecation_time: Option<String>,
 }
 
-/// One EBS snapshot of the AMI's block-device mapping.
+impl ConsumerImage {
+    /// What doctor shows of the image DescribeImages returned.
+    pub fn from_facts(image: &crate::core::facts::ImageFacts) -> ConsumerImage {
+        ConsumerImage {
+            state: image.state.clone(),
+            owner_id: image.owner.clone().unwrap_or_default(),
+            name: image.name.clone(),
+            deprecation_time: image.deprecation_time.clone(),
+        }
+    }
+}
+
+/// One EBS snapshot of the AMI's block-device mapping, as the consumer sees it (the producer's
+/// view is [`crate::core::facts::SnapshotFacts`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapshotFacts {
+pub struct ConsumerSnapshot {
     /// Device name (`/dev/xvda`).
     pub device_name: String,
     /// Snapshot id.
@@ -118,9 +124,9 @@ pub struct DoctorFacts {
     /// The AMI id.
     pub ami_id: String,
     /// `None` when `DescribeImages` does not return it.
-    pub image: Option<ImageFacts>,
+    pub image: Option<ConsumerImage>,
     /// The AMI's EBS snapshots.
-    pub snapshots: Vec<SnapshotFacts>,
+    pub snapshots: Vec<ConsumerSnapshot>,
     /// The key ARN published for this AMI (SSM `…/kms_key_arn`) or given with `--key-arn`.
     pub published_key_arn: Option<String>,
     /// `DescribeKey` per key ARN.
@@ -279,10 +285,6 @@ fn grant_command(grantee: &Grantee, key_arn: &str) -> String {
     }
 }
 
-fn is_aws_managed_alias(key: &str) -> bool {
-    key.ends_with("alias/aws/ebs")
-}
-
 /// Runs the checklist over `facts` at time `now` (Unix seconds).
 pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
     let acct = &facts.consumer_account;
@@ -374,7 +376,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
     }
 
     // 3. Snapshots visible, and which keys encrypt them.
-    let hidden: Vec<&SnapshotFacts> = facts.snapshots.iter().filter(|s| !s.visible).collect();
+    let hidden: Vec<&ConsumerSnapshot> = facts.snapshots.iter().filter(|s| !s.visible).collect();
     if facts.snapshots.is_empty() {
         checks.push(check(
             "snapshots.visible",
@@ -604,7 +606,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 checks.push(check(id, title, Status::Skip, "create the service-linked role first", None));
                 continue;
             }
-            let region_of_key = crate::core::policy::arn_region(k).unwrap_or(region);
+            let region_of_key = arn_region(k).unwrap_or(region);
             if role.grants.iter().any(|g| satisfies(g, k, region_of_key, &role.role_arn, &ops)) {
                 checks.push(check(
                     id,
@@ -661,7 +663,7 @@ pub fn diagnose(facts: &DoctorFacts, now: i64) -> DoctorReport {
                 };
                 let covered = roles.iter().filter(|r| r.grantee.operations().is_ok()).all(|r| {
                     r.grantee.operations().is_ok_and(|ops| {
-                        let reg = crate::core::policy::arn_region(other).unwrap_or(region);
+                        let reg = arn_region(other).unwrap_or(region);
                         r.grants.iter().any(|g| satisfies(g, other, reg, &r.role_arn, &ops))
                     })
                 });
@@ -760,7 +762,7 @@ mod tests {
     fn grant(key: &str, ops: &[&str]) -> ExistingGrant {
         ExistingGrant {
             key_arn: key.into(),
-            region: crate::core::policy::arn_region(key).unwrap_or_default().into(),
+            region: arn_region(key).unwrap_or_default().into(),
             grant_id: "g1".into(),
             name: None,
             grantee_arn: asg_arn(),
@@ -773,13 +775,13 @@ mod tests {
             consumer_account: ACCT.into(),
             region: "us-east-1".into(),
             ami_id: AMI.into(),
-            image: Some(ImageFacts {
+            image: Some(ConsumerImage {
                 state: "available".into(),
                 owner_id: "444455556666".into(),
                 name: Some("golden".into()),
                 deprecation_time: None,
             }),
-            snapshots: vec![SnapshotFacts {
+            snapshots: vec![ConsumerSnapshot {
                 device_name: "/dev/xvda".into(),
                 snapshot_id: "snap-1".into(),
                 visible: true,
@@ -883,6 +885,18 @@ mod tests {
         assert!(
             status_of(&r, &format!("grant:autoscaling:{KEY}")).detail.contains("fix the key policy first")
         );
+    }
+
+    /// Doctor used to recognise only `…alias/aws/ebs`; any `alias/aws/…` is an AWS managed key.
+    #[test]
+    fn any_aws_alias_is_an_aws_managed_key() {
+        for key in ["alias/aws/other", "arn:aws:kms:us-east-1:444455556666:alias/aws/lambda"] {
+            let mut f = healthy();
+            f.snapshots[0].kms_key_id = Some(key.into());
+            let r = diagnose(&f, NOW);
+            assert_eq!(status_of(&r, "snapshots.cmk").status, Status::Fail, "{key}");
+            assert!(r.likely_cause.as_deref().unwrap().contains("AWS managed key"), "{key}");
+        }
     }
 
     #[test]

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-/// Who manages a KMS key.
+/// Who manages a KMS key (`DescribeKey` `KeyManager`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyManager {
-    /// `aws/ebs` and other AWS managed keys: never shareable.
+    /// `aws/ebs` and other AWS managed keys: never shareable, never usable outside their account.
     Aws,
     /// A customer managed key (CMK).
     Customer,
@@ -34,7 +35,7 @@ pub struct KeyFacts {
 impl KeyFacts {
     /// The region named in the key ARN.
     pub fn region(&self) -> Option<&str> {
-        arn_region(&self.arn)
+        super::ids::arn_region(&self.arn)
     }
 
     /// `arn (alias)` or `arn`.
@@ -44,22 +45,6 @@ impl KeyFacts {
             None => self.arn.clone(),
         }
     }
-}
-
-/// The region field of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`).
-pub fn arn_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(_), Some(_), Some(region)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    Some(region).filter(|r| !r.is_empty())
-}
-
-/// The account field of an ARN.
-pub fn arn_account(arn: &str) -> Option<&str> {
-    arn.split(':').nth(4).filter(|a| !a.is_empty())
 }
 
 /// The result of resolving a key reference (intended key or a snapshot's key) in a region.
@@ -80,9 +65,11 @@ pub struct BlockDevice {
     pub device_name: String,
     /// The EBS snapshot, for EBS mappings (None for ephemeral or `NoDevice` entries).
     pub snapshot_id: Option<String>,
+    /// `Encrypted` of the EBS mapping, when AWS reports it.
+    pub encrypted: Option<bool>,
 }
 
-/// One AMI as DescribeImages reports it.
+/// One AMI as DescribeImages reports it (to the producer, or to a consumer it is shared with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageFacts {
     /// `ami-…`
@@ -95,6 +82,27 @@ pub struct ImageFacts {
     pub public: bool,
     /// Block-device mappings in the order AWS lists them.
     pub block_devices: Vec<BlockDevice>,
+    /// The AMI name (carried over to copies).
+    pub name: Option<String>,
+    /// The AMI description (carried over to copies).
+    pub description: Option<String>,
+    /// `CreationDate` as AWS reports it (RFC 3339).
+    pub creation_date: Option<String>,
+    /// `DeprecationTime` (RFC 3339), when deprecation is set.
+    pub deprecation_time: Option<String>,
+    /// `DeregistrationProtection`: `disabled`, `enabled`, `enabled-with-cooldown`, `disabled-until …`.
+    pub deregistration_protection: Option<String>,
+}
+
+impl ImageFacts {
+    /// The EBS mappings that carry a snapshot, in mapping order: (device, snapshot id,
+    /// `Encrypted` of the mapping).
+    pub fn ebs_snapshots(&self) -> Vec<(String, String, Option<bool>)> {
+        self.block_devices
+            .iter()
+            .filter_map(|b| Some((b.device_name.clone(), b.snapshot_id.clone()?, b.encrypted)))
+            .collect()
+    }
 }
 
 /// One snapshot as DescribeSnapshots reports it.

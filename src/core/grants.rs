@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::core::policy::{arn_account, arn_region, generate_command, is_account_id};
+use crate::core::ids::{arn_account, arn_region, is_account_id};
+use crate::core::policy::generate_command;
 
 /// Every grant amikey creates has a name starting with this.
 pub const NAME_PREFIX: &str = "amikey-";

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::artifact::{AmiSet, valid_region};
 use super::config::Settings;
-use super::facts::arn_region;
+use super::ids::{arn_region, is_account_id, is_aws_managed_alias, is_key_ref};
 
 /// The validated desired state for one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,56 +39,8 @@ pub struct Intent {
     /// `check_key_policy`: whether `publish` checks the intended keys' policies for the
     /// consumer accounts, and how it reacts.
     pub check_key_policy: crate::core::config::PolicyCheck,
-}
-
-fn is_account(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// `mrk-` and 32 hex digits (AWS), also in the dashed UUID layout some emulators use.
-fn is_mrk(s: &str) -> bool {
-    s.strip_prefix("mrk-")
-        .is_some_and(|h| (h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())) || is_uuid(h))
-}
-
-fn is_alias_name(s: &str) -> bool {
-    s.strip_prefix("alias/").is_some_and(|n| {
-        !n.is_empty() && n.len() <= 250 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
-    })
-}
-
-/// True when `s` is a syntactically valid KMS key reference: key id, `mrk-` id, `alias/NAME`, key
-/// ARN or alias ARN.
-pub fn is_key_ref(s: &str) -> bool {
-    if is_uuid(s) || is_mrk(s) || is_alias_name(s) {
-        return true;
-    }
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    if parts.len() != 6 || parts[0] != "arn" || !parts[1].starts_with("aws") || parts[2] != "kms" {
-        return false;
-    }
-    if !valid_region(parts[3], true) || !is_account(parts[4]) {
-        return false;
-    }
-    match parts[5].strip_prefix("key/") {
-        Some(id) => is_uuid(id) || is_mrk(id),
-        None => is_alias_name(parts[5]),
-    }
-}
-
-/// True for `alias/aws/…` references (AWS managed keys such as `aws/ebs`).
-pub fn is_aws_managed_alias(s: &str) -> bool {
-    let name = s.rsplit_once(":alias/").map(|(_, n)| n).or_else(|| s.strip_prefix("alias/"));
-    name.is_some_and(|n| n.starts_with("aws/"))
+    /// Deprecation and deregistration protection for every regional AMI.
+    pub lifecycle: super::lifecycle::LifecycleIntent,
 }
 
 fn is_org_arn(s: &str) -> bool {
@@ -98,7 +50,7 @@ fn is_org_arn(s: &str) -> bool {
         && p[1].starts_with("aws")
         && p[2] == "organizations"
         && p[3].is_empty()
-        && is_account(p[4])
+        && is_account_id(p[4])
         && p[5].strip_prefix("organization/o-").is_some_and(|o| {
             (10..=32).contains(&o.len()) && o.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
@@ -111,7 +63,7 @@ fn is_ou_arn(s: &str) -> bool {
         || !p[1].starts_with("aws")
         || p[2] != "organizations"
         || !p[3].is_empty()
-        || !is_account(p[4])
+        || !is_account_id(p[4])
     {
         return false;
     }
@@ -200,7 +152,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     for u in &settings.ami_users {
         if u == "all" {
             public = true;
-        } else if is_account(u) {
+        } else if is_account_id(u) {
             launch_users.insert(u.clone());
         } else {
             errors.push(format!("ami_users: {u:?} is not a 12-digit AWS account id"));
@@ -213,7 +165,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     for u in &settings.snapshot_users {
         if u == "all" && !settings.allow_public {
             errors.push("snapshot_users contains \"all\", which makes the snapshots public: set allow_public = true (--allow-public) if that is really intended".into());
-        } else if u == "all" || is_account(u) {
+        } else if u == "all" || is_account_id(u) {
             snapshot_users.insert(u.clone());
         } else {
             errors.push(format!("snapshot_users: {u:?} is not a 12-digit AWS account id"));
@@ -243,7 +195,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     };
     let mut publish_accounts = BTreeSet::new();
     for a in &settings.publish_accounts {
-        if is_account(a) {
+        if is_account_id(a) {
             publish_accounts.insert(a.clone());
             launch_users.insert(a.clone());
         } else {
@@ -270,7 +222,9 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     if let Some(n) = settings.max_retries
         && (n == 0 || n > 50)
     {
-        errors.push(format!("max_retries {n} is out of range: use 1 to 50"));
+        errors.push(format!(
+            "max_retries {n} is out of range: use 1 to 50 (retries after the first attempt, as in packer-plugin-amazon)"
+        ));
     }
     for k in settings.assume_role.keys() {
         if !["role_arn", "session_name", "external_id", "duration_seconds"].contains(&k.as_str()) {
@@ -283,6 +237,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
     if settings.access_key.is_some() != settings.secret_key.is_some() {
         errors.push("access_key and secret_key go together: set both or neither".into());
     }
+    let lifecycle = super::lifecycle::build_intent(settings, &mut errors);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -301,6 +256,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
         prune: settings.prune,
         allow_public: settings.allow_public,
         check_key_policy: settings.check_key_policy,
+        lifecycle,
     })
 }
 

@@ -4,11 +4,14 @@
 pub mod artifact;
 pub mod audit;
 pub mod config;
+pub mod copy;
 pub mod doctor;
 pub mod facts;
 pub mod grants;
+pub mod ids;
 pub mod intent;
 pub mod lambda;
+pub mod lifecycle;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

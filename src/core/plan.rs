@@ -68,6 +68,27 @@ pub enum Write {
         /// Whether it exists already (Overwrite, no tags) or not (create with the managed tag).
         overwrite: bool,
     },
+    /// EnableImageDeprecation (see [`super::lifecycle`]).
+    EnableImageDeprecation {
+        /// AMI.
+        ami_id: String,
+        /// RFC 3339, whole minutes.
+        deprecate_at: String,
+    },
+    /// EnableImageDeregistrationProtection.
+    EnableImageDeregistrationProtection {
+        /// AMI.
+        ami_id: String,
+        /// `WithCooldown`.
+        with_cooldown: bool,
+    },
+    /// DeregisterImage (`amikey retire`), deleting the snapshots no other AMI uses.
+    DeregisterImage {
+        /// AMI.
+        ami_id: String,
+        /// `DeleteAssociatedSnapshots`.
+        delete_snapshots: bool,
+    },
 }
 
 /// One item of desired state and the write that achieves it (None: already as desired).
@@ -213,6 +234,20 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
         });
     }
 
+    // Deprecation and deregistration protection (see `core::lifecycle`).
+    if let Some(image) = &facts.image {
+        for l in super::lifecycle::image_steps(&intent.lifecycle, image) {
+            steps.push(Step {
+                region: region.into(),
+                account: None,
+                kind: l.kind,
+                targets: vec![l.target],
+                wave: 0,
+                write: l.write,
+            });
+        }
+    }
+
     // createVolumePermission, per snapshot.
     for s in &report.snapshots {
         let have = facts.snapshot_users.get(&s.snapshot_id).cloned().unwrap_or_default();
@@ -272,6 +307,7 @@ pub fn unread_region_items(intent: &Intent, ami: &str) -> Vec<(Option<String>, &
             .iter()
             .map(|u| (None, "create_volume_permission", format!("snapshots of {ami} user {u}"))),
     );
+    out.extend(super::lifecycle::unread_items(&intent.lifecycle, ami).into_iter().map(|(k, t)| (None, k, t)));
     if let Some(path) = &intent.ssm_path {
         for name in parameter_names(path) {
             out.push((None, "ssm_parameter", name.clone()));

@@ -141,6 +141,33 @@ pub struct ActionReport {
     pub error: Option<String>,
 }
 
+/// A consumer account the intended key's policy would stop (`check_key_policy = "warn"`), for one
+/// region's key and one problem code. [`Report::render_text`] groups these per account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct KeyPolicyWarning {
+    /// The consumer account (`None` for a problem with the whole document).
+    pub account: Option<String>,
+    /// Region of the key.
+    pub region: String,
+    /// The key ARN whose policy was checked.
+    pub key_arn: String,
+    /// The policy check's code (`CONSUMER_CANNOT_CREATE_GRANT`, …).
+    pub code: String,
+    /// The KMS actions the policy does not allow the account, sorted.
+    pub actions: Vec<String>,
+    /// The command that prints the fixed policy (`amikey policy generate … --merge`).
+    pub fix: String,
+    /// The full warning text (also in [`Report::warnings`]).
+    pub text: String,
+}
+
+/// Text rendering choices of [`Report::render_text_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextOptions {
+    /// Every warning in full (one per key, account and problem) and every unchanged item.
+    pub verbose: bool,
+}
+
 /// A region whose state could not be read (every retry failed): it was neither verified nor
 /// changed, while the other regions were.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -164,8 +191,12 @@ pub struct Report {
     pub regions: Vec<RegionReport>,
     /// Actions, sorted by region, account, kind, target.
     pub actions: Vec<ActionReport>,
-    /// Warnings that do not fail the run (e.g. key-policy concerns under `check_key_policy = "warn"`).
+    /// Warnings that do not fail the run, each in full (e.g. key-policy concerns under
+    /// `check_key_policy = "warn"`).
     pub warnings: Vec<String>,
+    /// The key-policy warnings with their parts (account, key, actions, fix), sorted; their
+    /// full text is in `warnings` too.
+    pub key_policy_warnings: Vec<KeyPolicyWarning>,
     /// Regions that could not be read, sorted; nothing was changed there (exit code 2).
     pub errors: Vec<RegionError>,
 }
@@ -210,9 +241,23 @@ impl Report {
         m
     }
 
-    /// The text rendering: one block per region (AMI, snapshots, keys, findings), then the
-    /// actions, then a summary line.
+    /// Adds key-policy warnings: their parts, and their full text to `warnings`.
+    pub fn add_key_policy_warnings(&mut self, ws: Vec<KeyPolicyWarning>) {
+        self.warnings.extend(ws.iter().map(|w| w.text.clone()));
+        self.key_policy_warnings.extend(ws);
+        self.key_policy_warnings.sort();
+        self.key_policy_warnings.dedup();
+    }
+
+    /// The text rendering with the default options: see [`Report::render_text_with`].
     pub fn render_text(&self) -> String {
+        self.render_text_with(TextOptions::default())
+    }
+
+    /// The text rendering: one block per region (AMI, snapshots, keys, findings), then the
+    /// actions (unchanged ones summarised in one line unless `verbose`), the warnings (key-policy
+    /// ones grouped per consumer account unless `verbose`), then a summary line.
+    pub fn render_text_with(&self, opts: TextOptions) -> String {
         let mut out = String::new();
         for r in &self.regions {
             let mark = if r.findings.is_empty() { "ok  " } else { "FAIL" };
@@ -235,9 +280,12 @@ impl Report {
                 let _ = writeln!(out, "     {}: {}", f.code.as_str(), f.message);
             }
         }
+        let shown: Vec<&ActionReport> =
+            self.actions.iter().filter(|a| opts.verbose || a.status != Status::Unchanged).collect();
+        let unchanged = self.actions.len() - shown.len();
         if !self.actions.is_empty() {
             let _ = writeln!(out);
-            for a in &self.actions {
+            for a in shown {
                 let status = match a.status {
                     Status::Unchanged => "unchanged",
                     Status::Changed => "changed",
@@ -251,8 +299,16 @@ impl Report {
                 }
                 let _ = writeln!(out);
             }
+            if unchanged > 0 {
+                let _ = writeln!(
+                    out,
+                    "unchanged    {} item(s) already in place ({}); -v lists them",
+                    unchanged,
+                    self.unchanged_kinds()
+                );
+            }
         }
-        for w in &self.warnings {
+        for w in self.warning_texts(opts) {
             let _ = writeln!(out, "warning: {w}");
         }
         for e in &self.errors {
@@ -267,6 +323,29 @@ impl Report {
         out
     }
 
+    /// "12 launch_permission, 12 ssm_parameter": the unchanged actions by kind.
+    fn unchanged_kinds(&self) -> String {
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in self.actions.iter().filter(|a| a.status == Status::Unchanged) {
+            *by_kind.entry(a.kind.as_str()).or_insert(0) += 1;
+        }
+        by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The warnings as text, without the `warning: ` prefix: the plain ones, then the key-policy
+    /// ones grouped per consumer account (each naming its keys' regions, the missing KMS actions
+    /// once and the fix command per key; a block of several lines), or each in full with
+    /// `verbose`. What the CLI prints and the post-processor sends to Packer's Ui.
+    pub fn warning_texts(&self, opts: TextOptions) -> Vec<String> {
+        if opts.verbose {
+            return self.warnings.clone();
+        }
+        let grouped: Vec<&str> = self.key_policy_warnings.iter().map(|w| w.text.as_str()).collect();
+        let mut out: Vec<String> =
+            self.warnings.iter().filter(|w| !grouped.contains(&w.as_str())).cloned().collect();
+        out.extend(group_key_policy_warnings(&self.key_policy_warnings));
+        out
+    }
     /// One line: what was checked, what was found, what was changed.
     pub fn summary(&self) -> String {
         let findings = self.findings().len();
@@ -299,6 +378,50 @@ impl Report {
         }
         s
     }
+}
+
+/// Key-policy warnings grouped per consumer account: one text per account naming the regions of
+/// the keys concerned, the KMS actions their policies do not allow (once), the problem codes, and
+/// one fix command per key. Sorted by account.
+pub fn group_key_policy_warnings(ws: &[KeyPolicyWarning]) -> Vec<String> {
+    let mut by_account: BTreeMap<Option<&str>, Vec<&KeyPolicyWarning>> = BTreeMap::new();
+    for w in ws {
+        by_account.entry(w.account.as_deref()).or_default().push(w);
+    }
+    let mut out = Vec::new();
+    for (account, ws) in by_account {
+        let actions: std::collections::BTreeSet<&str> =
+            ws.iter().flat_map(|w| w.actions.iter().map(String::as_str)).collect();
+        let codes: std::collections::BTreeSet<&str> = ws.iter().map(|w| w.code.as_str()).collect();
+        let keys: std::collections::BTreeSet<(&str, &str, &str)> =
+            ws.iter().map(|w| (w.region.as_str(), w.key_arn.as_str(), w.fix.as_str())).collect();
+        let regions: std::collections::BTreeSet<&str> = keys.iter().map(|(r, _, _)| *r).collect();
+        let who = account.map(|a| format!("account {a}")).unwrap_or_else(|| "the consumer accounts".into());
+        let n = keys.len();
+        let mut text = format!(
+            "the key polic{} of {n} key{} ({}) {} not allow {who} {} ({}); that account cannot launch from, \
+             copy or grant on the shared AMIs as planned. Fix {}, then apply it with aws kms put-key-policy:",
+            if n == 1 { "y" } else { "ies" },
+            if n == 1 { "" } else { "s" },
+            regions.into_iter().collect::<Vec<_>>().join(", "),
+            if n == 1 { "does" } else { "do" },
+            actions.into_iter().collect::<Vec<_>>().join(", "),
+            codes.into_iter().collect::<Vec<_>>().join(", "),
+            if n == 1 { "the policy" } else { "each key's policy" },
+        );
+        let fixes: std::collections::BTreeSet<(&str, &str)> = keys.iter().map(|(r, _, f)| (*r, *f)).collect();
+        let distinct: std::collections::BTreeSet<&str> = fixes.iter().map(|(_, f)| *f).collect();
+        if distinct.len() == 1 {
+            let _ = write!(text, "\n    {}", distinct.into_iter().next().unwrap_or_default());
+        } else {
+            for (region, fix) in fixes {
+                let _ = write!(text, "\n    {region:<14} {fix}");
+            }
+        }
+        text.push_str("\n    (each problem in full: -v, or --format json)");
+        out.push(text);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -335,5 +458,102 @@ mod tests {
         for (statuses, clean) in cases {
             assert_eq!(with(statuses).is_clean(), *clean, "{statuses:?}");
         }
+    }
+
+    fn kpw(account: &str, region: &str, code: &str, actions: &[&str]) -> KeyPolicyWarning {
+        let key_arn = format!("arn:aws:kms:{region}:999999999999:key/k-{region}");
+        let fix = format!("amikey policy generate --consumer-account {account} --key {key_arn} --merge");
+        KeyPolicyWarning {
+            account: Some(account.into()),
+            region: region.into(),
+            key_arn: key_arn.clone(),
+            code: code.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            text: format!(
+                "{region} key policy of {key_arn} for account {account}: {code} … `{fix}` {}",
+                "x".repeat(500)
+            ),
+            fix,
+        }
+    }
+
+    /// The demo's wall: 3 regions × 5 problems for one consumer.
+    fn wall() -> Report {
+        let mut r = Report { command: "publish".into(), ..Report::default() };
+        let mut ws = Vec::new();
+        for region in ["us-east-1", "us-west-2", "eu-west-1"] {
+            for (code, action) in [
+                ("CONSUMER_CANNOT_CREATE_GRANT", "kms:CreateGrant"),
+                ("CONSUMER_CANNOT_LIST_GRANTS", "kms:ListGrants"),
+                ("CONSUMER_CANNOT_DESCRIBE_KEY", "kms:DescribeKey"),
+                ("CONSUMER_CANNOT_DECRYPT", "kms:Decrypt"),
+                ("CONSUMER_CANNOT_USE_KEY", "kms:GenerateDataKeyWithoutPlaintext"),
+            ] {
+                ws.push(kpw("111122223333", region, code, &[action]));
+            }
+        }
+        r.add_key_policy_warnings(ws);
+        r
+    }
+
+    #[test]
+    fn key_policy_warnings_group_per_account_with_one_fix_per_key() {
+        let r = wall();
+        assert_eq!(r.warnings.len(), 15, "the JSON keeps every warning in full");
+        let texts = r.warning_texts(TextOptions::default());
+        assert_eq!(texts.len(), 1, "{texts:#?}");
+        let t = &texts[0];
+        assert!(t.contains("of 3 keys (eu-west-1, us-east-1, us-west-2)"), "{t}");
+        assert!(t.contains("account 111122223333"), "{t}");
+        for a in ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:ListGrants"] {
+            assert_eq!(t.matches(a).count(), 1, "{a} named once: {t}");
+        }
+        for region in ["us-east-1", "us-west-2", "eu-west-1"] {
+            let fix = format!("--key arn:aws:kms:{region}:999999999999:key/k-{region} --merge");
+            assert_eq!(t.matches(&fix).count(), 1, "one command per key: {t}");
+        }
+        assert!(t.len() < 1200, "{} characters: {t}", t.len());
+        let text = r.render_text();
+        assert_eq!(text.matches("warning: ").count(), 1, "{text}");
+        // Verbose: every warning in full.
+        let verbose = r.render_text_with(TextOptions { verbose: true });
+        assert_eq!(verbose.matches("warning: ").count(), 15);
+    }
+
+    #[test]
+    fn accounts_are_separate_warnings_and_plain_warnings_stay() {
+        let mut r = Report::default();
+        r.warnings.push("eu-west-1: cannot check the key policy".into());
+        r.add_key_policy_warnings(vec![
+            kpw("444455556666", "eu-west-1", "CONSUMER_CANNOT_DECRYPT", &["kms:Decrypt"]),
+            kpw("111122223333", "eu-west-1", "CONSUMER_CANNOT_DECRYPT", &["kms:Decrypt"]),
+        ]);
+        let texts = r.warning_texts(TextOptions::default());
+        assert_eq!(texts.len(), 3, "{texts:#?}");
+        assert_eq!(texts[0], "eu-west-1: cannot check the key policy");
+        assert!(
+            texts[1].contains("account 111122223333")
+                && texts[1].contains("the key policy of 1 key (eu-west-1) does not")
+        );
+        assert!(texts[2].contains("account 444455556666"));
+        assert!(group_key_policy_warnings(&[]).is_empty());
+    }
+
+    #[test]
+    fn unchanged_items_are_summarised_unless_verbose() {
+        let mut r = with(&[Status::Unchanged, Status::Unchanged, Status::Changed]);
+        r.actions[1].kind = "launch_permission".into();
+        let text = r.render_text();
+        assert_eq!(text.matches("\nunchanged    ").count(), 1, "{text}");
+        assert!(
+            text.contains("2 item(s) already in place (1 launch_permission, 1 ssm_parameter); -v lists them"),
+            "{text}"
+        );
+        assert!(text.contains("changed      us-east-1"), "{text}");
+        let verbose = r.render_text_with(TextOptions { verbose: true });
+        assert_eq!(verbose.matches("unchanged    us-east-1").count(), 2, "{verbose}");
+        assert!(!verbose.contains("already in place"), "{verbose}");
+        // Nothing unchanged: no summary line.
+        assert!(!with(&[Status::Changed]).render_text().contains("already in place"));
     }
 }

@@ -312,13 +312,21 @@ mod tests {
                 state: "available".into(),
                 owner: Some("111122223333".into()),
                 public: false,
+                name: None,
+                deprecation_time: None,
                 block_devices: snaps
                     .iter()
                     .map(|(d, s, _, _)| BlockDevice {
                         device_name: d.to_string(),
                         snapshot_id: Some(s.to_string()),
+                        encrypted: None,
                     })
                     .collect(),
+                name: None,
+                description: None,
+                creation_date: None,
+                deprecation_time: None,
+                deregistration_protection: None,
             }),
             snapshots: snaps
                 .iter()

@@ -4,8 +4,8 @@
 //!
 //! Evaluated: `var.*` (defaults, `-var`, var files), `local.*` / `local` blocks (to a fixed
 //! point), `source.name` / `source.type` when a build has one source, string interpolation,
-//! for-expressions, index traversals, conditionals and `lower`, `upper`, `concat`, `merge`,
-//! `join`, `format` (`%s`, `%d`, `%v`), `coalesce`. Anything else (`timestamp()`, `env()`,
+//! for-expressions, index traversals, conditionals and the pure common functions of Packer's
+//! library (see [`PURE_FUNCTIONS`]). Anything else (`timestamp()`, `env()`, `formatdate()`,
 //! `path.root`, a variable without a value) becomes [`Val::Unknown`] with a note.
 //!
 //! Must not know: files (the caller passes text) and the rules.
@@ -298,16 +298,222 @@ fn f_format(args: FuncArgs) -> Result<Value, String> {
     Ok(Value::String(out))
 }
 
+fn list_arg<'v>(f: &str, v: Option<&'v Value>) -> Result<&'v [Value], String> {
+    match v {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Err(format!("{f}: expected a list")),
+    }
+}
+
+fn nth_str(args: &FuncArgs, i: usize, f: &str) -> Result<String, String> {
+    str_arg(args.get(i).ok_or_else(|| format!("{f}: missing argument {}", i + 1))?)
+}
+
+/// `lookup(map, key, default)`: Packer's (cty's) lookup; the default is used only when the key
+/// is missing.
+fn f_lookup(args: FuncArgs) -> Result<Value, String> {
+    let Some(Value::Object(m)) = args.first() else { return Err("lookup: expected a map".into()) };
+    let key = nth_str(&args, 1, "lookup")?;
+    match (m.get(&key), args.get(2)) {
+        (Some(v), _) => Ok(v.clone()),
+        (None, Some(d)) => Ok(d.clone()),
+        (None, None) => Err(format!("lookup: the map has no key {key:?} and no default")),
+    }
+}
+
+/// `split(separator, string)`, as Go's `strings.Split`.
+fn f_split(args: FuncArgs) -> Result<Value, String> {
+    let sep = nth_str(&args, 0, "split")?;
+    let s = nth_str(&args, 1, "split")?;
+    let parts: Vec<Value> = if sep.is_empty() {
+        s.chars().map(|c| Value::String(c.to_string())).collect()
+    } else {
+        s.split(sep.as_str()).map(|p| Value::String(p.to_string())).collect()
+    };
+    Ok(Value::Array(parts))
+}
+
+/// `regex_replace(string, pattern, replacement)`: Go's `Regexp.ReplaceAllString` (`$1`,
+/// `${name}` in the replacement). A pattern outside the common RE2 subset (e.g. Unicode classes)
+/// is an error, so the value stays unknown rather than wrong.
+fn f_regex_replace(args: FuncArgs) -> Result<Value, String> {
+    let s = nth_str(&args, 0, "regex_replace")?;
+    let pattern = nth_str(&args, 1, "regex_replace")?;
+    let with = nth_str(&args, 2, "regex_replace")?;
+    let re = regex_lite::Regex::new(&pattern).map_err(|e| format!("regex_replace: {e}"))?;
+    Ok(Value::String(re.replace_all(&s, with.as_str()).into_owned()))
+}
+
+/// `replace(string, substring, replacement)`: Packer's replace is cty's, a plain substring
+/// replacement (no `/regex/` form, unlike Terraform's).
+fn f_replace(args: FuncArgs) -> Result<Value, String> {
+    let s = nth_str(&args, 0, "replace")?;
+    let from = nth_str(&args, 1, "replace")?;
+    let to = nth_str(&args, 2, "replace")?;
+    if from.is_empty() {
+        return Err("replace: empty substring".into());
+    }
+    Ok(Value::String(s.replace(&from, &to)))
+}
+
+fn f_trimspace(args: FuncArgs) -> Result<Value, String> {
+    Ok(Value::String(nth_str(&args, 0, "trimspace")?.trim().to_string()))
+}
+
+fn f_trimprefix(args: FuncArgs) -> Result<Value, String> {
+    let s = nth_str(&args, 0, "trimprefix")?;
+    let p = nth_str(&args, 1, "trimprefix")?;
+    Ok(Value::String(s.strip_prefix(p.as_str()).unwrap_or(&s).to_string()))
+}
+
+fn f_trimsuffix(args: FuncArgs) -> Result<Value, String> {
+    let s = nth_str(&args, 0, "trimsuffix")?;
+    let p = nth_str(&args, 1, "trimsuffix")?;
+    Ok(Value::String(s.strip_suffix(p.as_str()).unwrap_or(&s).to_string()))
+}
+
+/// `element(list, index)`: the index wraps around, as in cty.
+fn f_element(args: FuncArgs) -> Result<Value, String> {
+    let items = list_arg("element", args.first())?;
+    let i = match args.get(1) {
+        Some(Value::Number(n)) => n.as_u64().ok_or("element: index must be a whole number >= 0")?,
+        _ => return Err("element: index must be a number".into()),
+    };
+    if items.is_empty() {
+        return Err("element: empty list".into());
+    }
+    let len = u64::try_from(items.len()).map_err(|e| e.to_string())?;
+    let at = usize::try_from(i % len).map_err(|e| e.to_string())?;
+    items.get(at).cloned().ok_or_else(|| "element: out of range".into())
+}
+
+fn f_contains(args: FuncArgs) -> Result<Value, String> {
+    let items = list_arg("contains", args.first())?;
+    let v = args.get(1).ok_or("contains: missing value")?;
+    Ok(Value::Bool(items.contains(v)))
+}
+
+fn f_length(args: FuncArgs) -> Result<Value, String> {
+    let n = match args.first() {
+        Some(Value::Array(items)) => items.len(),
+        Some(Value::Object(m)) => m.len(),
+        Some(Value::String(s)) => s.chars().count(),
+        _ => return Err("length: expected a list, map or string".into()),
+    };
+    Ok(Value::from(u64::try_from(n).map_err(|e| e.to_string())?))
+}
+
+fn sorted_entries(f: &str, v: Option<&Value>) -> Result<Vec<(String, Value)>, String> {
+    let Some(Value::Object(m)) = v else { return Err(format!("{f}: expected a map")) };
+    let mut e: Vec<(String, Value)> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    e.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(e)
+}
+
+fn f_keys(args: FuncArgs) -> Result<Value, String> {
+    let e = sorted_entries("keys", args.first())?;
+    Ok(Value::Array(e.into_iter().map(|(k, _)| Value::String(k)).collect()))
+}
+
+fn f_values(args: FuncArgs) -> Result<Value, String> {
+    let e = sorted_entries("values", args.first())?;
+    Ok(Value::Array(e.into_iter().map(|(_, v)| v).collect()))
+}
+
+fn f_distinct(args: FuncArgs) -> Result<Value, String> {
+    let mut out: Vec<Value> = Vec::new();
+    for v in list_arg("distinct", args.first())? {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn f_flatten(args: FuncArgs) -> Result<Value, String> {
+    fn flat(items: &[Value], out: &mut Vec<Value>) {
+        for v in items {
+            match v {
+                Value::Array(inner) => flat(inner, out),
+                other => out.push(other.clone()),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    flat(list_arg("flatten", args.first())?, &mut out);
+    Ok(Value::Array(out))
+}
+
+fn f_compact(args: FuncArgs) -> Result<Value, String> {
+    let items = list_arg("compact", args.first())?;
+    Ok(Value::Array(
+        items
+            .iter()
+            .filter(|v| !matches!(v, Value::Null) && !matches!(v, Value::String(s) if s.is_empty()))
+            .cloned()
+            .collect(),
+    ))
+}
+
+/// The functions lint evaluates: pure (same arguments, same result; no clock, environment,
+/// file or network) and common in templates. `formatdate` is pure too but is left out: its time
+/// argument is in practice `timestamp()`, which is not, and it feeds names, not the keys and
+/// regions the rules read.
+pub const PURE_FUNCTIONS: &[&str] = &[
+    "coalesce",
+    "compact",
+    "concat",
+    "contains",
+    "distinct",
+    "element",
+    "flatten",
+    "format",
+    "join",
+    "keys",
+    "length",
+    "lookup",
+    "lower",
+    "merge",
+    "regex_replace",
+    "replace",
+    "split",
+    "trimprefix",
+    "trimspace",
+    "trimsuffix",
+    "upper",
+    "values",
+];
+
 fn base_context() -> Context<'static> {
     let mut ctx = Context::new();
     let any = || FuncDef::builder().variadic_param(ParamType::Any);
-    ctx.declare_func("lower", any().build(f_lower));
-    ctx.declare_func("upper", any().build(f_upper));
-    ctx.declare_func("concat", any().build(f_concat));
-    ctx.declare_func("merge", any().build(f_merge));
-    ctx.declare_func("join", any().build(f_join));
-    ctx.declare_func("coalesce", any().build(f_coalesce));
-    ctx.declare_func("format", any().build(f_format));
+    let funcs: [(&str, hcl::eval::Func); 22] = [
+        ("coalesce", f_coalesce),
+        ("compact", f_compact),
+        ("concat", f_concat),
+        ("contains", f_contains),
+        ("distinct", f_distinct),
+        ("element", f_element),
+        ("flatten", f_flatten),
+        ("format", f_format),
+        ("join", f_join),
+        ("keys", f_keys),
+        ("length", f_length),
+        ("lookup", f_lookup),
+        ("lower", f_lower),
+        ("merge", f_merge),
+        ("regex_replace", f_regex_replace),
+        ("replace", f_replace),
+        ("split", f_split),
+        ("trimprefix", f_trimprefix),
+        ("trimspace", f_trimspace),
+        ("trimsuffix", f_trimsuffix),
+        ("upper", f_upper),
+        ("values", f_values),
+    ];
+    for (name, f) in funcs {
+        ctx.declare_func(name, any().build(f));
+    }
     ctx
 }
 
@@ -628,4 +834,78 @@ fn eval_pp(raw: &RawBlock, ctx: &Context, notes: &mut Vec<(Pos, String)>) -> Opt
         notes.extend(local_notes.into_iter().filter(|(_, n)| n.starts_with("`keep_input_artifact`")));
     }
     Some(b)
+}
+
+#[cfg(test)]
+mod function_tests {
+    use super::*;
+
+    fn eval_str(expr: &str) -> Result<Value, String> {
+        let e: Expression = expr.parse().map_err(|e| format!("{e}"))?;
+        e.evaluate(&base_context()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_listed_function_is_declared() {
+        for f in PURE_FUNCTIONS {
+            // An undeclared function fails with "undefined function"; a declared one with a
+            // bad argument fails differently (or succeeds).
+            let err = eval_str(&format!("{f}()")).err().unwrap_or_default();
+            assert!(!err.contains("undefined"), "{f}: {err}");
+        }
+        assert!(eval_str("timestamp()").is_err());
+        assert!(eval_str("formatdate(\"YYYY\", \"2020-01-01T00:00:00Z\")").is_err());
+    }
+
+    #[test]
+    fn pure_functions_evaluate_as_packer_does() {
+        let cases: &[(&str, &str)] = &[
+            ("lower(\"AlIaS/Ami\")", "\"alias/ami\""),
+            ("upper(\"eu\")", "\"EU\""),
+            ("concat([\"a\"], [\"b\", \"c\"])", "[\"a\",\"b\",\"c\"]"),
+            ("merge({a = 1, b = 2}, {b = 3})", "{\"a\":1,\"b\":3}"),
+            ("lookup({\"eu-west-1\" = \"alias/eu\"}, \"eu-west-1\", \"alias/x\")", "\"alias/eu\""),
+            ("lookup({\"eu-west-1\" = \"alias/eu\"}, \"us-east-1\", \"alias/x\")", "\"alias/x\""),
+            ("coalesce(\"\", \"alias/a\", \"alias/b\")", "\"alias/a\""),
+            ("format(\"alias/%s-%d\", \"ami\", 2)", "\"alias/ami-2\""),
+            ("join(\",\", [\"a\", \"b\"])", "\"a,b\""),
+            ("split(\",\", \"eu-west-1,us-west-2\")", "[\"eu-west-1\",\"us-west-2\"]"),
+            ("split(\",\", \"\")", "[\"\"]"),
+            ("regex_replace(\"alias/ami_EU\", \"_([A-Z]+)$\", \"-$1\")", "\"alias/ami-EU\""),
+            ("regex_replace(\"a.b.c\", \"[.]\", \"-\")", "\"a-b-c\""),
+            ("replace(\"a.b.c\", \".\", \"-\")", "\"a-b-c\""),
+            ("trimspace(\"  alias/a \\n\")", "\"alias/a\""),
+            ("trimprefix(\"alias/ami\", \"alias/\")", "\"ami\""),
+            ("trimsuffix(\"ami-eu\", \"-eu\")", "\"ami\""),
+            ("element([\"a\", \"b\"], 3)", "\"b\""),
+            ("contains([\"a\", \"b\"], \"b\")", "true"),
+            ("length([\"a\", \"b\"])", "2"),
+            ("length(\"é1\")", "2"),
+            ("keys({b = 1, a = 2})", "[\"a\",\"b\"]"),
+            ("values({b = 1, a = 2})", "[2,1]"),
+            ("distinct([\"a\", \"b\", \"a\"])", "[\"a\",\"b\"]"),
+            ("flatten([[\"a\"], [[\"b\"]], \"c\"])", "[\"a\",\"b\",\"c\"]"),
+            ("compact([\"a\", \"\", \"b\"])", "[\"a\",\"b\"]"),
+        ];
+        for (expr, want) in cases {
+            let got = eval_str(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            let got = serde_json::to_string(&got).unwrap_or_default();
+            assert_eq!(&got, want, "{expr}");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_errors_not_guesses() {
+        for expr in [
+            "lookup({a = 1}, \"b\")",
+            "regex_replace(\"a\", \"\\\\p{Greek}\", \"x\")",
+            "regex_replace(\"a\", \"(\", \"x\")",
+            "element([], 0)",
+            "split(\",\")",
+            "format(\"%q\", \"a\")",
+            "keys([\"a\"])",
+        ] {
+            assert!(eval_str(expr).is_err(), "{expr}: {:?}", eval_str(expr));
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - `mod.rs`: model, rules (pure), report, entry points.
-//! - [`hcl`]: `.pkr.hcl` parsing and static evaluation (variables, locals, simple functions).
+//! - [`hcl`]: `.pkr.hcl` parsing and static evaluation (variables, locals, pure functions).
 //! - [`json`]: a position-tracking JSON parser, `.pkr.json` (HCL2 JSON) and legacy JSON templates.
 //! - [`render`]: compiler-style text and JSON.
 //!
@@ -31,7 +31,7 @@
 //! | AMK009 | amikey-key-disagrees | error | amikey's intended key for a region differs from the builder's |
 //! | AMK010 | chain-destroys-amis | error | `keep_input_artifact = false` lets Packer deregister the AMIs |
 //! | AMK011 | amikey-after-other-artifact | error | amikey follows a post-processor that does not pass the AMIs through |
-//! | AMK012 | launch-mapping-key-differs | warning | `launch_block_device_mappings` encryption differs from the AMI key |
+//! | AMK012 | launch-mapping-key-differs | warning | a launch volume key that can break the build (a second key with `encrypt_boot`) or the result (without it) |
 //! | AMK013 | amikey-unknown-key | error | a key the amikey post-processor does not accept |
 //! | AMK014 | amikey-invalid-value | error | an amikey value of the wrong type or outside its allowed values |
 //!
@@ -356,6 +356,9 @@ pub struct Note {
 pub struct LintReport {
     /// Files linted, sorted.
     pub files: Vec<String>,
+    /// Var files read (auto var files and `-var-file`s), in the order Packer applies them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub var_files: Vec<String>,
     /// Findings.
     pub findings: Vec<Finding>,
     /// Notes (do not affect the exit code).
@@ -370,6 +373,11 @@ impl LintReport {
 
     fn merge(&mut self, other: LintReport) {
         self.files.extend(other.files);
+        for v in other.var_files {
+            if !self.var_files.contains(&v) {
+                self.var_files.push(v);
+            }
+        }
         self.findings.extend(other.findings);
         self.notes.extend(other.notes);
     }
@@ -417,16 +425,18 @@ impl LoadedVars {
 /// skipped) for `*.pkr.hcl`, `*.pkr.json` and `*.json`; a `.json` without `builders`, `source`
 /// or `build` is not a template and is skipped with a note. The `*.pkr.hcl` files of one
 /// directory are one template, as in Packer, unless each has its own `build` block (a folder of
-/// standalone examples). The only function here that reads files.
+/// standalone examples). A template found in a directory also gets that directory's
+/// `*.auto.pkrvars.hcl` / `*.auto.pkrvars.json`, as `packer build DIR` does (see
+/// [`var_file_order`]). The only function here that reads files.
 pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, LintError> {
-    let loaded = load_vars(vars)?;
     let split = template_groups(paths)?;
     let mut report = LintReport::default();
     for group in split {
+        let (loaded, var_files) = load_vars(vars, &group.auto_var_files)?;
         let mut texts = Vec::new();
-        for file in group {
+        for file in &group.files {
             let bytes =
-                std::fs::read(&file).map_err(|source| LintError::Read { path: file.clone(), source })?;
+                std::fs::read(file).map_err(|source| LintError::Read { path: file.clone(), source })?;
             let name = file.display().to_string();
             match String::from_utf8(bytes) {
                 Ok(text) => texts.push((name, text)),
@@ -445,14 +455,75 @@ pub fn lint_paths(paths: &[PathBuf], vars: &VarInputs) -> Result<LintReport, Lin
                 }
             }
         }
-        report.merge(lint_group(&texts, &loaded));
+        let mut r = lint_group(&texts, &loaded);
+        if !texts.is_empty() {
+            r.var_files = var_files;
+        }
+        for (file, beside) in &group.unloaded_auto {
+            let names = beside.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            r.notes.push(Note {
+                file: file.display().to_string(),
+                line: 1,
+                col: 1,
+                message: format!(
+                    "{names} beside it not loaded: Packer loads *.auto.pkrvars.* only for a directory \
+                     (`packer build DIR`); lint the directory to include them"
+                ),
+            });
+        }
+        report.merge(r);
     }
     report.finish();
     Ok(report)
 }
 
+/// One template found under the paths: its files, and the auto var files that go with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Group {
+    /// A JSON file, or the `*.pkr.hcl` files Packer reads together.
+    files: Vec<PathBuf>,
+    /// `*.auto.pkrvars.hcl` / `*.auto.pkrvars.json` of the directory the template was found in,
+    /// sorted by name (empty for a file named on the command line, as in Packer).
+    auto_var_files: Vec<PathBuf>,
+    /// For an HCL file named on the command line: the auto var files beside it, which Packer
+    /// does not load for a single file (said in a note).
+    unloaded_auto: Vec<(PathBuf, Vec<PathBuf>)>,
+}
+
+/// Is `path` an auto var file Packer loads from a template directory?
+fn is_auto_var_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".auto.pkrvars.hcl") || name.ends_with(".auto.pkrvars.json")
+}
+
+/// The auto var files directly in `dir`, sorted by name (Go's `ioutil.ReadDir` order).
+fn auto_var_files(dir: &Path) -> Result<Vec<PathBuf>, LintError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| LintError::Read { path: dir.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let p = entry.map_err(|source| LintError::Read { path: dir.to_path_buf(), source })?.path();
+        if is_auto_var_file(&p) && !p.is_dir() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The var files in the order Packer applies them (later wins), as `hcl2template`'s parser does
+/// (Packer 1.6 to 1.9): first every HCL file, then every JSON file; within each, the directory's
+/// auto var files (sorted by name) before the `-var-file`s (in command-line order). So a
+/// `-var-file x.pkrvars.hcl` is overridden by a `*.auto.pkrvars.json`, as in Packer. A
+/// `-var-file` whose name does not end in `.json` is read as HCL. `-var` comes after all files.
+pub fn var_file_order(auto: &[PathBuf], cli: &[PathBuf]) -> Vec<PathBuf> {
+    let is_json = |p: &&PathBuf| p.extension().is_some_and(|e| e == "json");
+    let hcl = auto.iter().filter(|p| !is_json(p)).chain(cli.iter().filter(|p| !is_json(p)));
+    let json = auto.iter().filter(is_json).chain(cli.iter().filter(is_json));
+    hcl.chain(json).cloned().collect()
+}
+
 /// The templates under `paths`: each a JSON file, or the `*.pkr.hcl` files Packer reads together.
-fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
+fn template_groups(paths: &[PathBuf]) -> Result<Vec<Group>, LintError> {
     let mut files = Vec::new();
     for path in paths {
         collect(path, true, &mut files)?;
@@ -477,8 +548,8 @@ fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
         };
         groups.entry(key).or_default().push(f);
     }
-    let mut split: Vec<Vec<PathBuf>> = Vec::new();
-    for group in groups.into_values() {
+    let mut split: Vec<Group> = Vec::new();
+    for ((key, is_dir), group) in groups {
         let standalone = group.len() > 1
             && group.iter().all(|f| {
                 std::fs::read_to_string(f).is_ok_and(|t| {
@@ -488,23 +559,53 @@ fn template_groups(paths: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, LintError> {
                     })
                 })
             });
+        // HCL2 templates found in a directory get its auto var files (legacy JSON has none).
+        let hcl2 = |f: &Path| {
+            let n = f.to_string_lossy();
+            n.ends_with(".pkr.hcl") || n.ends_with(".pkr.json")
+        };
+        let dir_of = |f: &Path| match f.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let walked = is_dir || !paths.iter().any(|p| p == &key);
+        let auto = match group.first() {
+            Some(f) if walked && hcl2(f) => auto_var_files(&dir_of(f))?,
+            _ => Vec::new(),
+        };
+        let mut unloaded = Vec::new();
+        if !walked && key.to_string_lossy().ends_with(".pkr.hcl") {
+            let beside: Vec<PathBuf> = auto_var_files(&dir_of(&key))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p.file_name().map(PathBuf::from))
+                .collect();
+            if !beside.is_empty() {
+                unloaded.push((key.clone(), beside));
+            }
+        }
         if standalone {
-            split.extend(group.into_iter().map(|f| vec![f]));
+            split.extend(group.into_iter().map(|f| Group {
+                files: vec![f],
+                auto_var_files: auto.clone(),
+                unloaded_auto: Vec::new(),
+            }));
         } else {
-            split.push(group);
+            split.push(Group { files: group, auto_var_files: auto, unloaded_auto: unloaded });
         }
     }
     Ok(split)
 }
 
-/// Reads and evaluates the templates under `paths` (as [`lint_paths`] finds them) for
-/// `preflight`: the model, not findings. A file that does not parse is an error naming it.
+/// Reads and evaluates the templates under `paths` (as [`lint_paths`] finds them, auto var files
+/// included) for `preflight`: the model, not findings. A file that does not parse is an error
+/// naming it.
 pub fn load_templates(paths: &[PathBuf], vars: &VarInputs) -> Result<Vec<Template>, LintError> {
-    let loaded = load_vars(vars)?;
     let mut out = Vec::new();
     for group in template_groups(paths)? {
+        let (loaded, _) = load_vars(vars, &group.auto_var_files)?;
         let mut texts = Vec::new();
-        for file in &group {
+        for file in &group.files {
             let text = std::fs::read_to_string(file)
                 .map_err(|source| LintError::Read { path: file.clone(), source })?;
             texts.push((file.display().to_string(), text));
@@ -533,7 +634,7 @@ pub fn load_templates(paths: &[PathBuf], vars: &VarInputs) -> Result<Vec<Templat
 
 fn is_template_name(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.ends_with(".pkr.hcl") || name.ends_with(".json")
+    (name.ends_with(".pkr.hcl") || name.ends_with(".json")) && !name.ends_with(".pkrvars.json")
 }
 
 fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), LintError> {
@@ -563,9 +664,12 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<(), Li
     Ok(())
 }
 
-fn load_vars(vars: &VarInputs) -> Result<LoadedVars, LintError> {
+/// The variable values of one template: its auto var files and the `-var-file`s in Packer's
+/// order ([`var_file_order`]), then `-var`. Also the files read, in that order.
+fn load_vars(vars: &VarInputs, auto: &[PathBuf]) -> Result<(LoadedVars, Vec<String>), LintError> {
     let mut values = Vec::new();
-    for path in &vars.var_files {
+    let order = var_file_order(auto, &vars.var_files);
+    for path in &order {
         let text =
             std::fs::read_to_string(path).map_err(|source| LintError::Read { path: path.clone(), source })?;
         let parsed = if path.extension().is_some_and(|e| e == "json") {
@@ -577,7 +681,7 @@ fn load_vars(vars: &VarInputs) -> Result<LoadedVars, LintError> {
         values.extend(parsed.into_iter().map(|(k, v)| (k, VarValue::Typed(v))));
     }
     values.extend(vars.vars.iter().map(|(k, v)| (k.clone(), VarValue::Cli(v.clone()))));
-    Ok(LoadedVars { values })
+    Ok((LoadedVars { values }, order.iter().map(|p| p.display().to_string()).collect()))
 }
 
 /// Lints one template held in memory. `name` decides the syntax (`.pkr.hcl` → HCL, else JSON)
@@ -685,6 +789,7 @@ pub fn check(t: &Template) -> Vec<RawFinding> {
         for chain in &build.chains {
             for pp in chain.iter().filter(|p| p.kind == "amikey") {
                 check_amikey_schema(pp, &mut out);
+                check_amikey_blocks(pp, &mut out);
                 check_amikey_keys(pp, &mut out);
             }
         }
@@ -824,11 +929,7 @@ fn same_key(a: &str, b: &str) -> Option<bool> {
 }
 
 fn arn_region(s: &str) -> Option<String> {
-    match parse_key(s) {
-        KeyRef::Id(id, r) if !id.starts_with("mrk-") => r,
-        KeyRef::Alias(_, r) => r,
-        _ => None,
-    }
+    crate::core::ids::pinned_key_region(s).map(str::to_string)
 }
 
 /// What a builder encrypts a region's AMI with.
@@ -873,232 +974,83 @@ fn first_share_attr(blocks: &[&Block]) -> Option<(String, Pos)> {
     })
 }
 
-fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<RawFinding>) {
-    let kind = &b.kind;
-    let encrypt_boot = b.boolean("encrypt_boot");
-    let kms = b.string("kms_key_id");
-    let rk = b.map("region_kms_key_ids");
-    let build_region = b.string("region");
-    let ami_regions = b.list("ami_regions");
-    let copy_regions: Option<Vec<String>> = match (&ami_regions, build_region) {
-        (Some(r), Some(br)) => {
-            let set: BTreeSet<String> = r.iter().filter(|x| x.as_str() != br).cloned().collect();
-            Some(set.into_iter().collect())
-        }
-        _ => None,
-    };
-    let mut all: Vec<&Block> = vec![b];
-    all.extend(amikeys.iter().copied());
-    let share = sharing(&all);
-    let shared = share.as_ref().map(|s| s.any);
-    let share_at = first_share_attr(&all);
+/// What the rules of one AMI builder read: its keys, regions and sharing (builder ∪ the amikey
+/// post-processors that apply to it), evaluated once.
+struct BuilderCtx<'a> {
+    b: &'a Block,
+    kind: &'a str,
+    amikeys: &'a [&'a Block],
+    /// The builder and its amikey post-processors (sharing may be in either).
+    all: Vec<&'a Block>,
+    new_plugin: bool,
+    encrypt_boot: Option<bool>,
+    kms: Option<&'a str>,
+    rk: Option<BTreeMap<String, Option<String>>>,
+    build_region: Option<&'a str>,
+    ami_regions: Option<Vec<String>>,
+    /// `ami_regions` without the build region, sorted.
+    copy_regions: Option<Vec<String>>,
+    share: Option<Sharing>,
+    shared: Option<bool>,
+    share_at: Option<(String, Pos)>,
+}
 
-    // AWS-managed keys anywhere in the builder.
-    if let Some(k) = kms
-        && is_aws_managed(k)
-    {
-        push(
-            out,
-            AWS_MANAGED_KEY,
-            b.pos_of("kms_key_id"),
-            format!(
-                "{kind} kms_key_id is the AWS-managed key `{k}`; AMIs encrypted with it cannot be shared with other accounts"
-            ),
-            "create a customer-managed key (aws kms create-key) whose policy allows the consumer accounts, and use its ARN or alias",
-        );
-    }
-    if let Some(m) = &rk {
-        for (r, k) in m {
-            if let Some(k) = k.as_deref() {
-                if is_aws_managed(k) {
-                    push(
-                        out,
-                        AWS_MANAGED_KEY,
-                        b.entry_pos("region_kms_key_ids", r),
-                        format!(
-                            "region_kms_key_ids[\"{r}\"] is the AWS-managed key `{k}`; it cannot be shared"
-                        ),
-                        format!("use a customer-managed key in {r}"),
-                    );
-                }
-                if let Some(kr) = arn_region(k)
-                    && kr != *r
-                {
-                    push(
-                        out,
-                        KEY_REGION_MISMATCH,
-                        b.entry_pos("region_kms_key_ids", r),
-                        format!(
-                            "region_kms_key_ids[\"{r}\"] is a key in {kr}; a KMS key can only encrypt in its own region (CopyImage fails with ResourceNotReady)"
-                        ),
-                        format!("use the ARN of a key in {r}, or a multi-Region replica (mrk-…) in {r}"),
-                    );
-                }
+impl<'a> BuilderCtx<'a> {
+    fn new(b: &'a Block, amikeys: &'a [&'a Block], new_plugin: bool) -> Self {
+        let build_region = b.string("region");
+        let ami_regions = b.list("ami_regions");
+        let copy_regions = match (&ami_regions, build_region) {
+            (Some(r), Some(br)) => {
+                let set: BTreeSet<String> = r.iter().filter(|x| x.as_str() != br).cloned().collect();
+                Some(set.into_iter().collect())
             }
-        }
-    }
-    if let (Some(k), Some(br)) = (kms, build_region)
-        && let Some(kr) = arn_region(k)
-        && kr != br
-    {
-        push(
-            out,
-            KEY_REGION_MISMATCH,
-            b.pos_of("kms_key_id"),
-            format!("kms_key_id is a key in {kr} but the build region is {br}"),
-            format!("use a key in {br}; keys for other regions go in region_kms_key_ids"),
-        );
-    }
-
-    // AMK001: encrypt_boot with sharing and no key at all.
-    let rk_empty = rk.as_ref().is_some_and(|m| m.is_empty());
-    if encrypt_boot == Some(true)
-        && kms.is_none()
-        && b.val("kms_key_id").is_none_or(|v| !v.is_unknown())
-        && rk_empty
-        && shared == Some(true)
-    {
-        let via = share_at.as_ref().map(|(k, _)| k.as_str()).unwrap_or("sharing");
-        push(
-            out,
-            ENCRYPT_BOOT_SHARED_NO_KEY,
-            b.pos_of("encrypt_boot"),
-            format!(
-                "encrypt_boot = true without kms_key_id encrypts with the account default key (aws/ebs), which cannot be shared, but `{via}` shares the AMIs"
-            ),
-            "set kms_key_id to a customer-managed key whose key policy allows the consumer accounts (and region_kms_key_ids for each of ami_regions)",
-        );
-    }
-
-    // AMK002 / AMK003 / AMK004: keys per copy region.
-    if let (Some(copies), Some(m)) = (&copy_regions, &rk) {
-        let br = build_region.unwrap_or_default();
-        if m.is_empty() {
-            if encrypt_boot == Some(true) && kms.is_some() && shared == Some(true) && !copies.is_empty() {
-                push(
-                    out,
-                    COPY_DEFAULT_KEY,
-                    b.pos_of("ami_regions"),
-                    format!(
-                        "kms_key_id only applies to the build region {br}; the copies in {} would be encrypted with aws/ebs and sharing them fails at the end of the build (packer-plugin-amazon #270)",
-                        copies.join(", ")
-                    ),
-                    format!(
-                        "add region_kms_key_ids = {{ {} }}",
-                        copies
-                            .iter()
-                            .map(|r| format!("\"{r}\" = \"<key ARN in {r}>\""))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-        } else {
-            for r in copies {
-                match m.get(r) {
-                    None => push(
-                        out,
-                        REGION_KEYS_MISMATCH,
-                        b.pos_of("region_kms_key_ids"),
-                        format!(
-                            "region_kms_key_ids has no key for {r}, which is in ami_regions; Packer rejects this"
-                        ),
-                        format!("add \"{r}\" = \"<key ARN in {r}>\" to region_kms_key_ids"),
-                    ),
-                    Some(Some(k)) if k.is_empty() && shared == Some(true) => push(
-                        out,
-                        COPY_DEFAULT_KEY,
-                        b.entry_pos("region_kms_key_ids", r),
-                        format!(
-                            "region_kms_key_ids[\"{r}\"] is empty, so the copy in {r} gets aws/ebs, which cannot be shared"
-                        ),
-                        format!("set a customer-managed key ARN in {r}"),
-                    ),
-                    _ => {}
-                }
-            }
-            for r in m.keys() {
-                if r == br {
-                    let listed = ami_regions.as_ref().is_some_and(|l| l.iter().any(|x| x == br));
-                    if !new_plugin && !listed {
-                        push(
-                            out,
-                            BUILD_REGION_IN_REGION_KEYS,
-                            b.entry_pos("region_kms_key_ids", r),
-                            format!(
-                                "region_kms_key_ids names the build region {r}; Packer 1.6.6 rejects this (\"Region {r} is in region_kms_key_ids but not in ami_regions\")"
-                            ),
-                            "remove the entry and set kms_key_id instead, or require a current amazon plugin in packer { required_plugins }",
-                        );
-                    }
-                } else if !copies.contains(r) {
-                    push(
-                        out,
-                        REGION_KEYS_MISMATCH,
-                        b.entry_pos("region_kms_key_ids", r),
-                        format!(
-                            "region_kms_key_ids names {r}, which is not in ami_regions; Packer rejects this"
-                        ),
-                        format!("add \"{r}\" to ami_regions or remove the entry"),
-                    );
-                }
-            }
+            _ => None,
+        };
+        let mut all: Vec<&Block> = vec![b];
+        all.extend(amikeys.iter().copied());
+        let share = sharing(&all);
+        let shared = share.as_ref().map(|s| s.any);
+        let share_at = first_share_attr(&all);
+        BuilderCtx {
+            b,
+            kind: &b.kind,
+            amikeys,
+            all,
+            new_plugin,
+            encrypt_boot: b.boolean("encrypt_boot"),
+            kms: b.string("kms_key_id"),
+            rk: b.map("region_kms_key_ids"),
+            build_region,
+            ami_regions,
+            copy_regions,
+            share,
+            shared,
+            share_at,
         }
     }
 
-    // AMK007 / AMK008: sharing completeness.
-    if let Some(s) = &share {
-        let snap: BTreeSet<&String> = s.snapshot_users.iter().collect();
-        let missing: BTreeSet<&String> =
-            s.ami_users.iter().filter(|u| !snap.contains(u) && u.as_str() != "all").collect();
-        if !missing.is_empty() {
-            let at = all
-                .iter()
-                .find_map(|x| x.attr("ami_users").filter(|a| a.val != Val::List(vec![])))
-                .map(|a| a.pos)
-                .unwrap_or(b.pos);
-            let list = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-            push(
-                out,
-                AMI_USERS_NO_SNAPSHOT_USERS,
-                at,
-                format!(
-                    "{list} can launch the AMIs but not copy them or create volumes from their snapshots (no snapshot_users entry)"
-                ),
-                format!(
-                    "add snapshot_users = [{}]",
-                    missing.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
-                ),
-            );
-        }
-        let has_ssm = amikeys
-            .iter()
-            .any(|a| a.string("ssm_path").is_some() || a.val("ssm_path").is_some_and(Val::is_unknown));
-        if !s.orgs.is_empty() && !has_ssm {
-            let at = all
-                .iter()
-                .find_map(|x| x.attr("ami_org_arns").or(x.attr("ami_ou_arns")))
-                .map(|a| a.pos)
-                .unwrap_or(b.pos);
-            push(out, ORG_SHARING_NO_SSM, at,
-                "the AMIs are shared with an organization or OU, but nothing publishes their ids and key: consumers cannot find them or grant themselves the key".into(),
-                "add post-processor \"amikey\" { ssm_path = \"/images/<name>\" ... } to publish <ssm_path>/image_id and <ssm_path>/kms_key_arn");
-        }
+    /// The build region, then the copy regions.
+    fn regions(&self) -> Vec<String> {
+        let mut regions: Vec<String> = self.build_region.map(|r| vec![r.to_string()]).unwrap_or_default();
+        regions.extend(self.copy_regions.clone().unwrap_or_default());
+        regions
     }
 
-    // Keys per region, as the builder will apply them.
-    let builder_key = |r: &str| -> BuilderKey {
-        if encrypt_boot != Some(true) {
+    /// The key the builder encrypts region `r`'s AMI with (only known with `encrypt_boot`).
+    fn builder_key(&self, r: &str) -> BuilderKey {
+        if self.encrypt_boot != Some(true) {
             return BuilderKey::Unknown;
         }
-        let Some(m) = &rk else {
+        let Some(m) = &self.rk else {
             return BuilderKey::Unknown;
         };
-        if build_region == Some(r) {
-            if new_plugin && let Some(Some(k)) = m.get(r).filter(|k| k.as_deref() != Some("")) {
+        if self.build_region == Some(r) {
+            if self.new_plugin
+                && let Some(Some(k)) = m.get(r).filter(|k| k.as_deref() != Some(""))
+            {
                 return BuilderKey::Key(k.clone());
             }
-            return match (kms, b.val("kms_key_id")) {
+            return match (self.kms, self.b.val("kms_key_id")) {
                 (Some(k), _) => BuilderKey::Key(k.to_string()),
                 (None, Some(v)) if v.is_unknown() => BuilderKey::Unknown,
                 _ => BuilderKey::Default,
@@ -1109,12 +1061,262 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
             Some(Some(_)) | None => BuilderKey::Default,
             Some(None) => BuilderKey::Unknown,
         }
-    };
-    let mut regions: Vec<String> = build_region.map(|r| vec![r.to_string()]).unwrap_or_default();
-    regions.extend(copy_regions.clone().unwrap_or_default());
+    }
+}
 
-    // AMK009: amikey's intended key vs the builder's.
-    for a in amikeys {
+/// The rules over one AMI builder, each a function of [`BuilderCtx`].
+const BUILDER_RULES: &[fn(&BuilderCtx, &mut Vec<RawFinding>)] = &[
+    aws_managed_builder_keys,
+    builder_key_regions,
+    encrypt_boot_shared_without_key,
+    copy_uses_default_key,
+    region_keys_mismatch,
+    build_region_in_region_keys,
+    ami_users_without_snapshot_users,
+    org_sharing_without_ssm,
+    amikey_key_disagrees,
+    launch_mapping_keys,
+];
+
+fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<RawFinding>) {
+    let c = BuilderCtx::new(b, amikeys, new_plugin);
+    for rule in BUILDER_RULES {
+        rule(&c, out);
+    }
+}
+
+/// AMK006: an AWS-managed key as the builder's `kms_key_id` or in its `region_kms_key_ids`.
+fn aws_managed_builder_keys(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    if let Some(k) = c.kms
+        && is_aws_managed(k)
+    {
+        push(
+            out,
+            AWS_MANAGED_KEY,
+            c.b.pos_of("kms_key_id"),
+            format!(
+                "{} kms_key_id is the AWS-managed key `{k}`; AMIs encrypted with it cannot be shared with other accounts",
+                c.kind
+            ),
+            "create a customer-managed key (aws kms create-key) whose policy allows the consumer accounts, and use its ARN or alias",
+        );
+    }
+    for (r, k) in c.rk.iter().flatten() {
+        if let Some(k) = k.as_deref()
+            && is_aws_managed(k)
+        {
+            push(
+                out,
+                AWS_MANAGED_KEY,
+                c.b.entry_pos("region_kms_key_ids", r),
+                format!("region_kms_key_ids[\"{r}\"] is the AWS-managed key `{k}`; it cannot be shared"),
+                format!("use a customer-managed key in {r}"),
+            );
+        }
+    }
+}
+
+/// AMK005: a key ARN of the builder in another region than the one it encrypts.
+fn builder_key_regions(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    for (r, k) in c.rk.iter().flatten() {
+        if let Some(k) = k.as_deref()
+            && let Some(kr) = arn_region(k)
+            && kr != *r
+        {
+            push(
+                out,
+                KEY_REGION_MISMATCH,
+                c.b.entry_pos("region_kms_key_ids", r),
+                format!(
+                    "region_kms_key_ids[\"{r}\"] is a key in {kr}; a KMS key can only encrypt in its own region (CopyImage fails with ResourceNotReady)"
+                ),
+                format!("use the ARN of a key in {r}, or a multi-Region replica (mrk-…) in {r}"),
+            );
+        }
+    }
+    if let (Some(k), Some(br)) = (c.kms, c.build_region)
+        && let Some(kr) = arn_region(k)
+        && kr != br
+    {
+        push(
+            out,
+            KEY_REGION_MISMATCH,
+            c.b.pos_of("kms_key_id"),
+            format!("kms_key_id is a key in {kr} but the build region is {br}"),
+            format!("use a key in {br}; keys for other regions go in region_kms_key_ids"),
+        );
+    }
+}
+
+/// AMK001: `encrypt_boot` with sharing and no key at all.
+fn encrypt_boot_shared_without_key(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let rk_empty = c.rk.as_ref().is_some_and(BTreeMap::is_empty);
+    if c.encrypt_boot == Some(true)
+        && c.kms.is_none()
+        && c.b.val("kms_key_id").is_none_or(|v| !v.is_unknown())
+        && rk_empty
+        && c.shared == Some(true)
+    {
+        let via = c.share_at.as_ref().map(|(k, _)| k.as_str()).unwrap_or("sharing");
+        push(
+            out,
+            ENCRYPT_BOOT_SHARED_NO_KEY,
+            c.b.pos_of("encrypt_boot"),
+            format!(
+                "encrypt_boot = true without kms_key_id encrypts with the account default key (aws/ebs), which cannot be shared, but `{via}` shares the AMIs"
+            ),
+            "set kms_key_id to a customer-managed key whose key policy allows the consumer accounts (and region_kms_key_ids for each of ami_regions)",
+        );
+    }
+}
+
+/// AMK002: shared copies encrypted with the default key (no `region_kms_key_ids` at all, or an
+/// empty entry).
+fn copy_uses_default_key(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let (Some(copies), Some(m)) = (&c.copy_regions, &c.rk) else { return };
+    if c.shared != Some(true) {
+        return;
+    }
+    if m.is_empty() {
+        if c.encrypt_boot == Some(true) && c.kms.is_some() && !copies.is_empty() {
+            let br = c.build_region.unwrap_or_default();
+            push(
+                out,
+                COPY_DEFAULT_KEY,
+                c.b.pos_of("ami_regions"),
+                format!(
+                    "kms_key_id only applies to the build region {br}; the copies in {} would be encrypted with aws/ebs and sharing them fails at the end of the build (packer-plugin-amazon #270)",
+                    copies.join(", ")
+                ),
+                format!(
+                    "add region_kms_key_ids = {{ {} }}",
+                    copies
+                        .iter()
+                        .map(|r| format!("\"{r}\" = \"<key ARN in {r}>\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        return;
+    }
+    for r in copies {
+        if let Some(Some(k)) = m.get(r)
+            && k.is_empty()
+        {
+            push(
+                out,
+                COPY_DEFAULT_KEY,
+                c.b.entry_pos("region_kms_key_ids", r),
+                format!(
+                    "region_kms_key_ids[\"{r}\"] is empty, so the copy in {r} gets aws/ebs, which cannot be shared"
+                ),
+                format!("set a customer-managed key ARN in {r}"),
+            );
+        }
+    }
+}
+
+/// AMK003: `region_kms_key_ids` misses a copy region, or names a region that is not copied to.
+fn region_keys_mismatch(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let (Some(copies), Some(m)) = (&c.copy_regions, &c.rk) else { return };
+    if m.is_empty() {
+        return;
+    }
+    let br = c.build_region.unwrap_or_default();
+    for r in copies.iter().filter(|r| !m.contains_key(*r)) {
+        push(
+            out,
+            REGION_KEYS_MISMATCH,
+            c.b.pos_of("region_kms_key_ids"),
+            format!("region_kms_key_ids has no key for {r}, which is in ami_regions; Packer rejects this"),
+            format!("add \"{r}\" = \"<key ARN in {r}>\" to region_kms_key_ids"),
+        );
+    }
+    for r in m.keys().filter(|r| r.as_str() != br && !copies.contains(r)) {
+        push(
+            out,
+            REGION_KEYS_MISMATCH,
+            c.b.entry_pos("region_kms_key_ids", r),
+            format!("region_kms_key_ids names {r}, which is not in ami_regions; Packer rejects this"),
+            format!("add \"{r}\" to ami_regions or remove the entry"),
+        );
+    }
+}
+
+/// AMK004: the build region in `region_kms_key_ids`, which Packer 1.6.6 rejects.
+fn build_region_in_region_keys(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let (Some(_), Some(m), Some(br)) = (&c.copy_regions, &c.rk, c.build_region) else { return };
+    let listed = c.ami_regions.as_ref().is_some_and(|l| l.iter().any(|x| x == br));
+    if m.contains_key(br) && !c.new_plugin && !listed {
+        push(
+            out,
+            BUILD_REGION_IN_REGION_KEYS,
+            c.b.entry_pos("region_kms_key_ids", br),
+            format!(
+                "region_kms_key_ids names the build region {br}; Packer 1.6.6 rejects this (\"Region {br} is in region_kms_key_ids but not in ami_regions\")"
+            ),
+            "remove the entry and set kms_key_id instead, or require a current amazon plugin in packer { required_plugins }",
+        );
+    }
+}
+
+/// AMK007: accounts that may launch the AMIs but not use their snapshots.
+fn ami_users_without_snapshot_users(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let Some(s) = &c.share else { return };
+    let snap: BTreeSet<&String> = s.snapshot_users.iter().collect();
+    let missing: BTreeSet<&String> =
+        s.ami_users.iter().filter(|u| !snap.contains(u) && u.as_str() != "all").collect();
+    if missing.is_empty() {
+        return;
+    }
+    let at = c
+        .all
+        .iter()
+        .find_map(|x| x.attr("ami_users").filter(|a| a.val != Val::List(vec![])))
+        .map(|a| a.pos)
+        .unwrap_or(c.b.pos);
+    let list = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    push(
+        out,
+        AMI_USERS_NO_SNAPSHOT_USERS,
+        at,
+        format!(
+            "{list} can launch the AMIs but not copy them or create volumes from their snapshots (no snapshot_users entry)"
+        ),
+        format!(
+            "add snapshot_users = [{}]",
+            missing.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+        ),
+    );
+}
+
+/// AMK008: organization or OU sharing, and nothing publishes the ids and key.
+fn org_sharing_without_ssm(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let Some(s) = &c.share else { return };
+    let has_ssm = c
+        .amikeys
+        .iter()
+        .any(|a| a.string("ssm_path").is_some() || a.val("ssm_path").is_some_and(Val::is_unknown));
+    if s.orgs.is_empty() || has_ssm {
+        return;
+    }
+    let at = c
+        .all
+        .iter()
+        .find_map(|x| x.attr("ami_org_arns").or(x.attr("ami_ou_arns")))
+        .map(|a| a.pos)
+        .unwrap_or(c.b.pos);
+    push(out, ORG_SHARING_NO_SSM, at,
+        "the AMIs are shared with an organization or OU, but nothing publishes their ids and key: consumers cannot find them or grant themselves the key".into(),
+        "add post-processor \"amikey\" { ssm_path = \"/images/<name>\" ... } to publish <ssm_path>/image_id and <ssm_path>/kms_key_arn");
+}
+
+/// AMK009 (and AMK005 for amikey's `kms_key_id` reused in other regions): amikey's intended key
+/// per region against the builder's.
+fn amikey_key_disagrees(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    let regions = c.regions();
+    for a in c.amikeys {
         let akms = a.string("kms_key_id");
         let Some(arm) = a.map("region_kms_key_ids") else {
             continue;
@@ -1142,7 +1344,8 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                     format!("add \"{r}\" = \"<key ARN in {r}>\" to the amikey region_kms_key_ids"),
                 );
             }
-            match builder_key(r) {
+            let kind = c.kind;
+            match c.builder_key(r) {
                 BuilderKey::Default => push(
                     out,
                     AMIKEY_KEY_DISAGREES,
@@ -1150,7 +1353,7 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                     format!(
                         "amikey expects {r} to be encrypted with `{intended}`, but {kind} will encrypt it with the default key (aws/ebs)"
                     ),
-                    if build_region == Some(r.as_str()) {
+                    if c.build_region == Some(r.as_str()) {
                         format!("set kms_key_id = \"{intended}\" on the {kind} source")
                     } else {
                         format!("add \"{r}\" = \"{intended}\" to region_kms_key_ids on the {kind} source")
@@ -1167,17 +1370,18 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
             }
         }
     }
+}
 
-    // AMK012: launch volume encryption.
-    for (name, m) in &b.blocks {
+/// AMK006 and AMK012 for each encrypted `launch_block_device_mappings` block.
+fn launch_mapping_keys(c: &BuilderCtx, out: &mut Vec<RawFinding>) {
+    for (name, m) in &c.b.blocks {
         if name != "launch_block_device_mappings" || m.boolean("encrypted") != Some(true) {
             continue;
         }
-        let lk = m.string("kms_key_id");
         if m.val("kms_key_id").is_some_and(Val::is_unknown) {
             continue;
         }
-        if let Some(k) = lk
+        if let Some(k) = m.string("kms_key_id")
             && is_aws_managed(k)
         {
             push(
@@ -1188,49 +1392,74 @@ fn check_builder(b: &Block, amikeys: &[&Block], new_plugin: bool, out: &mut Vec<
                 "use the customer-managed key of the AMI",
             );
         }
-        let Some(br) = build_region else { continue };
-        let target = builder_key(br);
-        let (ami_key, how) = if encrypt_boot == Some(true) {
-            (target, "the AMI key in")
-        } else {
-            // Without encrypt_boot the AMI keeps the launch volume's encryption: compare with amikey.
-            match amikeys.iter().find_map(|a| {
-                a.map("region_kms_key_ids")
-                    .and_then(|m| m.get(br).cloned().flatten())
-                    .or(a.string("kms_key_id").map(String::from))
-            }) {
-                Some(k) => (BuilderKey::Key(k), "amikey's intended key in"),
-                None => continue,
-            }
-        };
-        let lk_desc = lk.map(|k| format!("`{k}`")).unwrap_or_else(|| "the default key (aws/ebs)".into());
-        let differs = match (&ami_key, lk) {
-            (BuilderKey::Key(a), Some(l)) => same_key(a, l) == Some(false),
-            (BuilderKey::Key(_), None) => true,
-            (BuilderKey::Default, Some(_)) => true,
-            _ => false,
+        launch_mapping_key_differs(c, m, out);
+    }
+}
+
+/// AMK012 for one encrypted launch mapping: warns only where the launch volume's key can break
+/// the build or the result (the reasoning is in `src/lint/rules.md`).
+fn launch_mapping_key_differs(c: &BuilderCtx, m: &Block, out: &mut Vec<RawFinding>) {
+    let lk = m.string("kms_key_id");
+    let Some(br) = c.build_region else { return };
+    let describe = |k: &BuilderKey| match k {
+        BuilderKey::Key(k) => format!("`{k}`"),
+        _ => "the default key (aws/ebs)".to_string(),
+    };
+    if c.encrypt_boot == Some(true) {
+        // The AMI is a copy re-encrypted under the builder's key whatever the launch volume used,
+        // and the builder can always use the default key: only a second, explicit key matters,
+        // because the build then needs KMS permissions on it too.
+        let Some(l) = lk else { return };
+        let ami_key = c.builder_key(br);
+        let differs = match &ami_key {
+            BuilderKey::Key(a) => same_key(a, l) == Some(false),
+            BuilderKey::Default => true,
+            BuilderKey::Unknown => false,
         };
         if differs {
-            let ak = match &ami_key {
-                BuilderKey::Key(k) => format!("`{k}`"),
-                _ => "the default key (aws/ebs)".into(),
-            };
-            let extra = if encrypt_boot == Some(true) {
-                "; Packer re-encrypts in an extra copy and the builder needs permissions on both keys"
-            } else {
-                "; the AMI snapshot keeps the launch volume's key"
-            };
+            let ak = describe(&ami_key);
             push(
                 out,
                 LAUNCH_KEY_DIFFERS,
-                m.pos_of("encrypted"),
-                format!("launch volume encrypted with {lk_desc}, but {how} {br} is {ak}{extra}"),
+                m.pos_of("kms_key_id"),
+                format!(
+                    "launch volume encrypted with `{l}`, a second key besides the AMI key {ak} in {br}: the build needs kms:CreateGrant, kms:Decrypt and kms:GenerateDataKey* on both (without them the instance terminates at launch with Client.InternalError or the copy fails), yet the AMI ends up under {ak} either way"
+                ),
                 match &ami_key {
-                    BuilderKey::Key(k) => format!("set kms_key_id = \"{k}\" in this launch_block_device_mappings block"),
-                    _ => "remove kms_key_id from this block, or set kms_key_id on the source so the AMI uses a customer-managed key".into(),
+                    BuilderKey::Key(k) => format!(
+                        "remove kms_key_id from this block (the temporary launch volume can use the default key) or set it to \"{k}\""
+                    ),
+                    _ => "remove kms_key_id from this block (the temporary launch volume can use the default key)".into(),
                 },
             );
         }
+        return;
+    }
+    // Without encrypt_boot the AMI keeps the launch volume's key: compare it with amikey's.
+    let Some(intended) = c.amikeys.iter().find_map(|a| {
+        a.map("region_kms_key_ids")
+            .and_then(|m| m.get(br).cloned().flatten())
+            .or(a.string("kms_key_id").map(String::from))
+    }) else {
+        return;
+    };
+    let differs = match lk {
+        Some(l) => same_key(&intended, l) == Some(false),
+        None => true,
+    };
+    if differs {
+        let lk_desc = lk.map(|k| format!("`{k}`")).unwrap_or_else(|| "the default key (aws/ebs)".into());
+        push(
+            out,
+            LAUNCH_KEY_DIFFERS,
+            m.pos_of("encrypted"),
+            format!(
+                "launch volume encrypted with {lk_desc}, but amikey's intended key in {br} is `{intended}`; without encrypt_boot the AMI snapshot keeps the launch volume's key, so amikey will fail the build"
+            ),
+            format!(
+                "set kms_key_id = \"{intended}\" in this launch_block_device_mappings block, or set encrypt_boot = true and kms_key_id = \"{intended}\" on the source"
+            ),
+        );
     }
 }
 
@@ -1349,6 +1578,11 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
             }
             FieldKind::ListOfString => matches!(&a.val, Val::List(l) if l.iter().all(scalar)),
             FieldKind::MapOfString => matches!(&a.val, Val::Map(m) if m.values().all(scalar)),
+            // JSON templates write repeated blocks as a list of objects (or one object).
+            FieldKind::Blocks(_) => {
+                matches!(&a.val, Val::Map(_))
+                    || matches!(&a.val, Val::List(l) if l.iter().all(|x| matches!(x, Val::Map(_))))
+            }
         };
         if !ok {
             push(
@@ -1375,6 +1609,57 @@ fn check_amikey_schema(pp: &Block, out: &mut Vec<RawFinding>) {
                 a.pos,
                 format!("amikey `{k}` is \"{v}\"; accepted values: {}", allowed.join(", ")),
                 format!("set {k} = \"{}\"", allowed[0]),
+            );
+        }
+    }
+}
+
+/// Nested blocks of the amikey post-processor (`copy_to { … }`): known block names, their keys,
+/// the required `account`, no AWS managed key.
+fn check_amikey_blocks(pp: &Block, out: &mut Vec<RawFinding>) {
+    for (name, b) in &pp.blocks {
+        let Some(FieldKind::Blocks(nested)) = FIELDS.iter().find(|f| f.name == name).map(|f| f.kind) else {
+            push(
+                out,
+                AMIKEY_UNKNOWN_KEY,
+                b.pos,
+                format!("the amikey post-processor has no block `{name}`; Packer rejects the template"),
+                "the only block amikey accepts is copy_to { … }",
+            );
+            continue;
+        };
+        for (k, a) in &b.attrs {
+            if !nested.iter().any(|f| f.name == k) {
+                let keys: Vec<&str> = nested.iter().map(|f| f.name).collect();
+                push(
+                    out,
+                    AMIKEY_UNKNOWN_KEY,
+                    a.pos,
+                    format!("amikey `{name}` blocks have no key `{k}`; Packer rejects the template"),
+                    format!("accepted keys: {}", keys.join(", ")),
+                );
+            }
+        }
+        if b.attr("account").is_none() {
+            push(
+                out,
+                AMIKEY_INVALID_VALUE,
+                b.pos,
+                format!("amikey `{name}` block without `account`: amikey cannot tell where to copy"),
+                "add account = \"<12-digit consumer account id>\"",
+            );
+        }
+        if let Some(k) = b.string("kms_key_id")
+            && is_aws_managed(k)
+        {
+            push(
+                out,
+                AWS_MANAGED_KEY,
+                b.pos_of("kms_key_id"),
+                format!(
+                    "amikey `{name}` kms_key_id is the AWS-managed key `{k}`; a copy must be under the consumer's own key"
+                ),
+                "use a customer-managed key (an alias that exists in the consumer account in every region works)",
             );
         }
     }
@@ -1441,6 +1726,7 @@ fn example_of(kind: FieldKind) -> &'static str {
         FieldKind::Number => "a number",
         FieldKind::ListOfString => "a list of strings: [\"…\"]",
         FieldKind::MapOfString => "a map of strings: { key = \"…\" }",
+        FieldKind::Blocks(_) => "a block: copy_to { account = \"…\" kms_key_id = \"…\" }",
     }
 }
 

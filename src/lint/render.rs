@@ -39,6 +39,10 @@ pub fn render_text(report: &LintReport) -> String {
     for n in &report.notes {
         let _ = writeln!(out, "note: {}:{}:{}: {}", n.file, n.line, n.col, n.message);
     }
+    if !report.var_files.is_empty() {
+        let _ =
+            writeln!(out, "variables from: {} (in Packer's order, later wins)", report.var_files.join(", "));
+    }
     let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = report.findings.len() - errors;
     let _ = writeln!(

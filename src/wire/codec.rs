@@ -9,7 +9,7 @@
 //! buffer. A structural scan ([`value_len`]) measures an object without allocating, with a depth
 //! and a size cap, before `rmpv` builds it, so garbage can neither panic nor allocate unboundedly.
 //!
-//! See: PROTOCOL.md §4; packer-plugin-sdk `rpc/client.go`, `rpc/server.go`; ugorji `codec/rpc.go`.
+//! See: docs/protocol.md §4; packer-plugin-sdk `rpc/client.go`, `rpc/server.go`; ugorji `codec/rpc.go`.
 
 use rmpv::Value;
 
@@ -376,7 +376,7 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
-    // captures/json-template-session.txt frame [6]: PostProcessor.PostProcess(1).
+    // tests/fixtures/wire/json-template-session.txt frame [6]: PostProcessor.PostProcess(1).
     const POST_PROCESS_REQ: &str = "82 ad 53 65 72 76 69 63 65 4d 65 74 68 6f 64 b9
         50 6f 73 74 50 72 6f 63 65 73 73 6f 72 2e 50 6f 73 74 50 72 6f 63 65 73 73 a3 53 65 71 01 01";
 

@@ -6,7 +6,7 @@
 //! header+body pair is buffered; the buffer is capped at [`codec::MAX_MESSAGE`]. Writes of one
 //! header+body pair happen under a lock so concurrent replies never interleave. The server runs
 //! every request in its own task, as Go does: `PostProcessor.Cancel` arrives on the same stream
-//! while `PostProcess` is still running (captures/cancel-and-ping.txt).
+//! while `PostProcess` is still running (tests/fixtures/wire/cancel-and-ping.txt).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

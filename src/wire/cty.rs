@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn decodes_the_captured_first_configure_with_unknowns() {
-        // captures/hcl2-template-session.txt frame [6], the bin argument.
+        // tests/fixtures/wire/hcl2-template-session.txt frame [6], the bin argument.
         let bytes = br#"{"value":{"count":3,"message":"hello bar \u003cunknown\u003e","names":["x","y"],"tags":{"a":"b"}},"type":["object",{"count":"number","message":"string","names":["list","string"],"tags":["map","string"]}]}"#;
         let v = decode(bytes).unwrap();
         assert!(v.has_unknowns);

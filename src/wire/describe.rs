@@ -27,8 +27,11 @@ struct SetDescription<'a> {
 }
 
 /// The `describe` line (without the trailing newline) for a plugin at `version` with the given
-/// post-processor names (and no data source). `protocol_version` is `v2`: we implement the
-/// protobuf ConfigSpec.
+/// post-processor names (and no data source). `protocol_version` is `v2`, as every plugin built
+/// on packer-plugin-sdk v0.6.x prints it (`plugin/set.go`, `ProtocolVersion2`): Packer ≥ 1.12
+/// then starts us with `--protobuf` (unless `PACKER_FORCE_GOB` is set), while Packer 1.7–1.11
+/// decode describe into a struct without that field and ignore it, starting us in gob mode,
+/// which we serve as well (1.9.4 in tests/it/packer.rs, the SDK client in tests/it/sdkhost.rs).
 pub fn describe_json(version: &str, post_processors: &[&str]) -> String {
     describe_json_with(version, post_processors, &[])
 }

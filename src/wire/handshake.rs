@@ -1,14 +1,21 @@
 //! Process start: argv modes, the magic-cookie check, the listener, and the handshake line.
 //!
-//! * No arguments: a legacy Packer 1.6.x `packer-post-processor-NAME` binary. 3-field line
-//!   `5|unix|/path`, gob ConfigSpec.
+//! * No arguments: a legacy `packer-post-processor-NAME` binary, which Packer 1.6.x and 1.7–1.9
+//!   both discover and start the same way (argv is just the path, the environment the same
+//!   cookie and port range) but which want different lines: 1.6.x the 3-field `5|unix|/path`,
+//!   1.7 and later the 4-field one. One difference shows: Packer 1.6.x (and early 1.7.x) always
+//!   passes `PACKER_LOG` and `PACKER_LOG_PATH` set and empty (its `main.go` clears them before
+//!   re-executing itself), while later releases pass the user's values through or leave them
+//!   unset. So: both present and empty → 3 fields (and a stderr line saying what to rename if
+//!   this is a Packer 1.7.x, which then refuses it); anything else → 4 fields. Gob ConfigSpec
+//!   either way (see [`no_args_handshake`]).
 //! * `start post-processor [--protobuf] NAME`: modern Packer. 4-field line `5|0|unix|/path`;
 //!   protobuf ConfigSpec iff `--protobuf` appears anywhere in argv (the SDK strips it from
 //!   anywhere). Packer 1.6.6 also starts `packer-plugin-*` files this way but wants the 3-field
 //!   line, and nothing in argv or env tells the two apart: set `AMIKEY_HANDSHAKE=3` for that.
 //! * `start datasource [--protobuf] NAME`: modern Packer starting a data source; same line and
 //!   encoding rules.
-//! * `describe` needs no cookie; everything that serves does (PROTOCOL.md §2.5).
+//! * `describe` needs no cookie; everything that serves does (docs/protocol.md §1).
 //!
 //! The socket lives in a fresh 0700 directory under the temp dir (`TMPDIR`); after the one
 //! connection is accepted the listener is closed and the socket and directory are removed.
@@ -65,8 +72,30 @@ pub enum Invocation {
     },
 }
 
-/// Parses argv (without the program name) and the `AMIKEY_HANDSHAKE` value.
-pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invocation, String> {
+/// The handshake a plugin started with no arguments gives, from the `PACKER_LOG` and
+/// `PACKER_LOG_PATH` Packer passed: both set and empty is Packer 1.6.x's signature (its
+/// `main.go` sets them to "" for the child it wraps, and plugins inherit them); Packer 1.7.10 and
+/// later (1.9.4 checked) pass the user's values or nothing.
+pub fn no_args_handshake(packer_log: Option<&str>, packer_log_path: Option<&str>) -> HandshakeVersion {
+    if packer_log == Some("") && packer_log_path == Some("") {
+        HandshakeVersion::Legacy3
+    } else {
+        HandshakeVersion::Modern4
+    }
+}
+
+/// What a legacy-named binary prints on stderr when it answers with the 3-field line: correct for
+/// Packer 1.6.x; early Packer 1.7.x releases look the same but refuse that line ("protocol
+/// version 4 and lower was deprecated"), and this says what to do there.
+pub const LEGACY_RENAME_HINT: &str = "started with no arguments by a Packer that clears PACKER_LOG and PACKER_LOG_PATH (Packer 1.6.x): answering with the 3-field handshake. If this is Packer 1.7 or later, which refuses it, rename the binary from packer-post-processor-amikey to packer-plugin-amikey (Packer >= 1.7 names the post-processor \"amikey\" either way; for required_plugins install it as github.com/amikey/amikey/packer-plugin-amikey_v<version>_x5.0_<os>_<arch> with its _SHA256SUM), or set AMIKEY_HANDSHAKE=4";
+
+/// Parses argv (without the program name) and the `AMIKEY_HANDSHAKE` value; `no_args` is the
+/// handshake for a start without arguments ([`no_args_handshake`]).
+pub fn parse_args(
+    args: &[String],
+    handshake_env: Option<&str>,
+    no_args: HandshakeVersion,
+) -> Result<Invocation, String> {
     let protobuf = args.iter().any(|a| a == "--protobuf");
     let rest: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--protobuf").collect();
     let spec = if protobuf { SpecEncoding::Protobuf } else { SpecEncoding::Gob };
@@ -77,9 +106,7 @@ pub fn parse_args(args: &[String], handshake_env: Option<&str>) -> Result<Invoca
         Some(other) => return Err(format!("{HANDSHAKE_ENV}={other:?}: expected 3 or 4")),
     };
     match rest.as_slice() {
-        [] => {
-            Ok(Invocation::Serve { handshake: forced.unwrap_or(HandshakeVersion::Legacy3), spec, name: None })
-        }
+        [] => Ok(Invocation::Serve { handshake: forced.unwrap_or(no_args), spec, name: None }),
         ["describe"] => Ok(Invocation::Describe),
         ["--help" | "-h" | "help"] => Ok(Invocation::Help),
         ["start", "post-processor", name] => Ok(Invocation::Serve {
@@ -215,14 +242,17 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    const L3: HandshakeVersion = HandshakeVersion::Legacy3;
+    const M4: HandshakeVersion = HandshakeVersion::Modern4;
+
     #[test]
     fn argv_modes() {
         assert_eq!(
-            parse_args(&[], None).unwrap(),
+            parse_args(&[], None, L3).unwrap(),
             Invocation::Serve { handshake: HandshakeVersion::Legacy3, spec: SpecEncoding::Gob, name: None }
         );
         assert_eq!(
-            parse_args(&args(&["start", "post-processor", "--protobuf", "amikey"]), None).unwrap(),
+            parse_args(&args(&["start", "post-processor", "--protobuf", "amikey"]), None, L3).unwrap(),
             Invocation::Serve {
                 handshake: HandshakeVersion::Modern4,
                 spec: SpecEncoding::Protobuf,
@@ -230,17 +260,39 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_args(&args(&["start", "post-processor", "x"]), Some("3")).unwrap(),
+            parse_args(&args(&["start", "post-processor", "x"]), Some("3"), M4).unwrap(),
             Invocation::Serve {
                 handshake: HandshakeVersion::Legacy3,
                 spec: SpecEncoding::Gob,
                 name: Some("x".into())
             }
         );
-        assert_eq!(parse_args(&args(&["describe"]), None).unwrap(), Invocation::Describe);
-        assert_eq!(parse_args(&args(&["-h"]), None).unwrap(), Invocation::Help);
-        assert!(parse_args(&args(&["start", "builder", "x"]), None).is_err());
-        assert!(parse_args(&[], Some("5")).is_err());
+        assert_eq!(parse_args(&args(&["describe"]), None, M4).unwrap(), Invocation::Describe);
+        assert_eq!(parse_args(&args(&["-h"]), None, M4).unwrap(), Invocation::Help);
+        assert!(parse_args(&args(&["start", "builder", "x"]), None, M4).is_err());
+        assert!(parse_args(&[], Some("5"), M4).is_err());
+    }
+
+    #[test]
+    fn no_arguments_follow_the_packer_generation() {
+        // What Packer 1.6.6 passes (PACKER_LOG and PACKER_LOG_PATH set, empty), whatever the user set.
+        assert_eq!(no_args_handshake(Some(""), Some("")), L3);
+        // Packer 1.9.4: the user's values, or nothing.
+        assert_eq!(no_args_handshake(None, None), M4);
+        assert_eq!(no_args_handshake(Some("1"), None), M4);
+        assert_eq!(no_args_handshake(Some("1"), Some("/tmp/p.log")), M4);
+        assert_eq!(no_args_handshake(Some(""), None), M4);
+        let legacy = |hs| parse_args(&[], None, hs).unwrap();
+        assert_eq!(legacy(M4), Invocation::Serve { handshake: M4, spec: SpecEncoding::Gob, name: None });
+        // AMIKEY_HANDSHAKE wins.
+        assert_eq!(
+            parse_args(&[], Some("4"), L3).unwrap(),
+            Invocation::Serve { handshake: M4, spec: SpecEncoding::Gob, name: None }
+        );
+        assert!(
+            LEGACY_RENAME_HINT.contains("packer-plugin-amikey")
+                && LEGACY_RENAME_HINT.contains("AMIKEY_HANDSHAKE=4")
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! socket, a "mux broker" that numbers streams, and Go `net/rpc` with msgpack bodies; the HCL2
 //! schema travels as gob (or protobuf with `--protobuf`). This module speaks all of it and knows
 //! nothing of AWS or of amikey's domain: a post-processor is anything implementing
-//! [`PostProcessor`]. See `packer/PROTOCOL.md` for the wire facts each file relies on.
+//! [`PostProcessor`]. See `docs/protocol.md` for the wire facts each file relies on.
 //!
 //! # Layout
 //! - [`handshake`]: cookie check, argv modes, listener, the handshake line (pure formatting).
@@ -15,13 +15,15 @@
 //! - [`hcl_spec`]: the ConfigSpec in gob and protobuf.
 //! - [`cty`]: cty JSON (HCL2 `Configure`) to `serde_json::Value`.
 //! - [`template`]: the subset of Packer's Go-template language for JSON-template mode.
-//! - [`cty_msgpack`]: a data source's `Execute` value as go-cty msgpack.
+//! - [`cty_msgpack`]: a data source's `Execute` value as go-cty msgpack (protobuf mode).
+//! - [`cty_gob`]: the same value as go-cty's own gob (gob mode: Packer 1.7–1.11).
 //! - [`server`]: `PostProcessor.*` and `Datasource.*` dispatch, Ui/Artifact callbacks, the
 //!   result artifact.
 
 pub mod codec;
 pub mod conn;
 pub mod cty;
+pub mod cty_gob;
 pub mod cty_msgpack;
 pub mod describe;
 pub mod handshake;
@@ -35,13 +37,13 @@ use std::future::Future;
 
 use tokio_util::sync::CancellationToken;
 
-pub use hcl_spec::{AttrSpec, CtyType};
+pub use hcl_spec::{AttrSpec, BlockListSpec, CtyType};
 
 /// The arguments of `PostProcessor.Configure`, decoded by template mode.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigureRequest {
     /// JSON template: the user's block (values raw, un-interpolated), Packer's config map and the
-    /// generated-data placeholder map (PROTOCOL.md §5.3).
+    /// generated-data placeholder map (docs/protocol.md §5).
     Json {
         /// The block minus `type`/`name`/`only`/`except`/`keep_input_artifact`; empty if nil.
         user: serde_json::Map<String, serde_json::Value>,
@@ -50,7 +52,7 @@ pub enum ConfigureRequest {
         /// `{{ build `X` }}` placeholders (string → string).
         placeholders: BTreeMap<String, String>,
     },
-    /// HCL2 template: builder variables and the fully evaluated block (PROTOCOL.md §5.4).
+    /// HCL2 template: builder variables and the fully evaluated block (docs/protocol.md §5).
     Hcl2 {
         /// `packer_build_name`, `packer_builder_type` (strings).
         builder_vars: BTreeMap<String, serde_json::Value>,
@@ -138,6 +140,10 @@ pub struct ResultArtifact {
 pub trait PostProcessor: Send + Sync + 'static {
     /// The HCL2 schema (flat attributes).
     fn config_spec(&self) -> Vec<AttrSpec>;
+    /// Repeated nested blocks of the schema (`copy_to { … }`); none by default.
+    fn config_blocks(&self) -> Vec<BlockListSpec> {
+        Vec::new()
+    }
     /// Validates and stores the configuration; the error is shown to the user verbatim.
     fn configure(&self, req: ConfigureRequest) -> Result<(), String>;
     /// Does the work. An error makes Packer report "Post-processor failed" and (for the first
@@ -152,8 +158,7 @@ pub trait PostProcessor: Send + Sync + 'static {
 /// Packer calls `config_spec`, `configure` once with the evaluated block, then `execute`;
 /// `output_spec` lets it type-check `data.TYPE.NAME.ATTR` references without running it.
 /// Configure arrives as cty JSON in both encodings; `Execute`'s value is go-cty msgpack under
-/// `--protobuf` and a gob-encoded `cty.Value` otherwise (not implemented: see
-/// [`server::DATASOURCE_NEEDS_PROTOBUF`]).
+/// `--protobuf` ([`cty_msgpack`]) and a gob-encoded `cty.Value` otherwise ([`cty_gob`]).
 pub trait Datasource: Send + Sync + 'static {
     /// The HCL2 schema of the block (flat attributes).
     fn config_spec(&self) -> Vec<AttrSpec>;

@@ -1,8 +1,8 @@
 //! The transport: a yamux session over the plugin's one connection, and Packer's "mux broker"
 //! on top of it.
 //!
-//! * [`FrameHeader`] is the pure 12-byte yamux header codec (big-endian; PROTOCOL.md §3.1). The
-//!   session itself is the `yamux` crate (DEPENDENCIES.md §4); the codec exists for byte-exact
+//! * [`FrameHeader`] is the pure 12-byte yamux header codec (big-endian; docs/protocol.md §2).
+//!   The session itself is the `yamux` crate; the codec exists for byte-exact
 //!   tests against the captures and for the conformance harness, which speaks raw frames (pings).
 //! * [`MuxSession`] owns the `yamux::Connection` in one driver task: the crate is poll-based and
 //!   nothing moves unless someone polls it. Outbound opens are requests over a channel; inbound
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn captured_headers_round_trip() {
-        // captures/json-template-session.txt [0], [1], [2]; cancel-and-ping.txt ping.
+        // tests/fixtures/wire/json-template-session.txt [0], [1], [2]; cancel-and-ping.txt ping.
         let cases: [([u8; 12], FrameHeader); 4] = [
             (
                 [0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
@@ -529,16 +529,34 @@ mod tests {
             let server = server.clone();
             async move { server.dial(1).await }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !client.holds(1) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the dialled stream reached the client's broker within 10 s");
         let _c1 = client.accept(1).await.unwrap();
         dial.await.unwrap().unwrap();
     }
 
+    impl MuxBroker {
+        /// True while a stream for `id` is held, waiting for its acceptor.
+        fn holds(&self, id: u32) -> bool {
+            matches!(self.inner.slots.lock().unwrap().get(&id), Some(Slot::Arrived(..)))
+        }
+    }
+
+    /// The timeout fires, and not before 5 s (the upper bound only rules out a hang: a loaded
+    /// machine may be late).
     #[tokio::test]
     async fn accept_times_out_after_5_s() {
         let (a, _b) = tokio::io::duplex(1024);
         let (ss, sin, _sd) = MuxSession::start(a.compat(), Mode::Server);
         let server = MuxBroker::new(ss, sin);
+        let start = tokio::time::Instant::now();
         assert!(matches!(server.accept(7).await, Err(MuxError::AcceptTimeout(7))));
+        let waited = start.elapsed();
+        assert!((ACCEPT_TIMEOUT..ACCEPT_TIMEOUT * 6).contains(&waited), "{waited:?}");
     }
 }

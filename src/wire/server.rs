@@ -7,7 +7,7 @@
 //! while `PostProcess` runs. Replies mirror the SDK's `rpc/post_processor.go`:
 //! `PostProcess` answers `{Err, Keep, ForceOverride, StreamId}`; the acceptor for `StreamId` is
 //! armed when the reply is sent (a 5 s timer started earlier once expired and Packer hung,
-//! PROTOCOL.md §3.2). The session ending (Packer gone, EOF, garbage) ends [`serve`]; pending work
+//! docs/protocol.md §3). The session ending (Packer gone, EOF, garbage) ends [`serve`]; pending work
 //! is cancelled.
 
 use std::collections::BTreeMap;
@@ -107,10 +107,6 @@ async fn serve_with<S: Service, T: Io + 'static>(
     result
 }
 
-/// `Datasource.Execute` in gob mode: the reply would be a gob-encoded `cty.Value` (go-cty
-/// `gob.go`), which we do not produce. Packer shows this text as the data source's error.
-pub const DATASOURCE_NEEDS_PROTOBUF: &str = "this data source needs Packer's protobuf plugin protocol (Packer >= 1.12 with every installed plugin on protocol v2, PACKER_FORCE_GOB unset); this Packer started it without --protobuf. Upgrade Packer and the other plugins, or run `amikey preflight --template` before the build instead";
-
 /// `Datasource.*` method names, spelled as in Go (SDK `rpc/datasource.go`, endpoint
 /// `Datasource` from `rpc/server.go`).
 pub mod datasource_methods {
@@ -173,15 +169,19 @@ impl<D: Datasource> Service for DatasourceServer<D> {
                     Ok(struct_value(vec![("Error", Value::Nil)]))
                 }
                 m::EXECUTE => {
-                    if self.spec != SpecEncoding::Protobuf {
-                        return Err(DATASOURCE_NEEDS_PROTOBUF.into());
-                    }
                     let cancel = match self.cancel.lock() {
                         Ok(c) => c.clone(),
                         Err(_) => CancellationToken::new(),
                     };
                     let values = self.ds.execute(cancel).await?;
-                    let bytes = super::cty_msgpack::encode_dynamic_object(&self.ds.output_spec(), &values)
+                    // protobuf: go-cty msgpack typed as DynamicPseudoType; gob: the cty.Value's
+                    // own gob (SDK `rpc/datasource.go`).
+                    let spec = self.ds.output_spec();
+                    let encoded = match self.spec {
+                        SpecEncoding::Protobuf => super::cty_msgpack::encode_dynamic_object(&spec, &values),
+                        SpecEncoding::Gob => super::cty_gob::encode_execute_value(&spec, &values),
+                    };
+                    let bytes = encoded
                         .map_err(|e| format!("the data source's result does not fit its output spec: {e}"))?;
                     Ok(struct_value(vec![("Value", Value::Binary(bytes)), ("Error", Value::Nil)]))
                 }
@@ -224,7 +224,11 @@ impl<P: PostProcessor> Service for PostProcessorServer<P> {
         Box::pin(async move {
             match method.as_str() {
                 methods::CONFIG_SPEC => {
-                    let bytes = hcl_spec::encode_spec(&self.pp.config_spec(), self.spec);
+                    let bytes = hcl_spec::encode_spec_with_blocks(
+                        &self.pp.config_spec(),
+                        &self.pp.config_blocks(),
+                        self.spec,
+                    );
                     Ok(struct_value(vec![("ConfigSpec", Value::Binary(bytes))]))
                 }
                 methods::CONFIGURE => {

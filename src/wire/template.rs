@@ -1,7 +1,7 @@
 //! The subset of Packer's Go-template language amikey renders in JSON-template mode.
 //!
 //! In a JSON template Packer passes the post-processor block **un-interpolated**
-//! (``"hello {{user `foo`}} {{build_name}}"`` arrives verbatim, PROTOCOL.md §5.3); Go plugins
+//! (``"hello {{user `foo`}} {{build_name}}"`` arrives verbatim, docs/protocol.md §5); Go plugins
 //! render it with the SDK's `interpolate` package. We support the functions that make sense in
 //! a post-processor block — `user`, `env`, `build_name`, `build_type`, `timestamp` — with
 //! backquoted or double-quoted arguments and `{{-`/`-}}` trim markers. Anything else
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn renders_the_captured_message() {
-        // captures/json-template-session.txt: "hello {{user `foo`}} {{build_name}}".
+        // tests/fixtures/wire/json-template-session.txt: "hello {{user `foo`}} {{build_name}}".
         with_ctx(|c| {
             assert_eq!(render("hello {{user `foo`}} {{build_name}}", c).unwrap(), "hello bar null");
             assert_eq!(render("{{ env `HOME_REGION` }}/{{build_type}}", c).unwrap(), "eu-west-1/amazon-ebs");

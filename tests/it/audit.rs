@@ -90,6 +90,7 @@ fn by_ami(report: &Value, s: &Seeded) -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn audit_reports_every_kind_of_bad_image_once() {
     let m = Moto::take();
     let s = seed(&m);
@@ -166,6 +167,7 @@ fn audit_reports_every_kind_of_bad_image_once() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn ami_filter_and_default_regions() {
     let m = Moto::take();
     let s = seed(&m);
@@ -188,6 +190,7 @@ fn ami_filter_and_default_regions() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn audit_bad_input_is_refused_before_any_call() {
     let m = Moto::take();
     for args in [

@@ -1,5 +1,5 @@
 //! A conformance harness of our own: Packer's side of the plugin protocol exactly as
-//! PROTOCOL.md describes it (yamux client, broker id 0, msgpack net/rpc, Ui/Artifact callback
+//! docs/protocol.md describes it (yamux client, broker id 0, msgpack net/rpc, Ui/Artifact callback
 //! server on our broker id 1, dialling the result artifact), run against the real
 //! `packer-plugin-amikey` binary started with the magic cookie.
 
@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use amikey::core::config::FIELDS;
+use amikey::core::config::{FIELDS, FieldKind};
 use amikey::wire::codec::{as_text, map_get, str_value, struct_value};
 use amikey::wire::conn::{RpcClient, Service, serve_rpc};
 use amikey::wire::handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
@@ -187,7 +187,7 @@ fn packer_json_args(user: Value) -> Vec<Value> {
 fn hcl2_args(value: serde_json::Value) -> Vec<Value> {
     let mut types = serde_json::Map::new();
     let mut full = serde_json::Map::new();
-    for f in FIELDS {
+    for f in FIELDS.iter().filter(|f| !matches!(f.kind, FieldKind::Blocks(_))) {
         let t = match f.kind.hcl() {
             "list(string)" => serde_json::json!(["list", "string"]),
             "map(string)" => serde_json::json!(["map", "string"]),
@@ -216,9 +216,12 @@ fn post_process_err(reply: &Value) -> Option<String> {
     map_get(reply, "Err").and_then(|e| map_get(e, "Message")).and_then(as_text)
 }
 
+/// The environment Packer 1.6.x gives every plugin (its main.go clears both before wrapping).
+const PACKER_1_6_ENV: &[(&str, &str)] = &[("PACKER_LOG", ""), ("PACKER_LOG_PATH", "")];
+
 #[tokio::test]
 async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields() {
-    let plugin = Plugin::start(&[], &[]).await;
+    let plugin = Plugin::start(&[], PACKER_1_6_ENV).await;
     assert!(plugin.line.starts_with("5|unix|/"), "{}", plugin.line);
     let packer = plugin.connect().await;
     // The socket is unlinked once the connection is accepted.
@@ -227,11 +230,13 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
     let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else {
         panic!("no bin ConfigSpec: {reply}")
     };
-    let spec = hcl_spec::decode_gob_spec(gob).unwrap();
+    let (spec, blocks) = hcl_spec::decode_gob_spec_with_blocks(gob).unwrap();
     assert_eq!(spec, expected_spec());
-    assert_eq!(spec.len(), FIELDS.len());
+    assert_eq!(blocks, amikey::postprocessor::config_blocks());
+    assert_eq!(spec.len() + blocks.len(), FIELDS.len());
     for (a, f) in spec.iter().zip({
-        let mut f = FIELDS.to_vec();
+        let mut f: Vec<_> =
+            FIELDS.iter().filter(|f| !matches!(f.kind, FieldKind::Blocks(_))).copied().collect();
         f.sort_by_key(|f| f.name);
         f
     }) {
@@ -249,6 +254,35 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
 }
 
 #[tokio::test]
+async fn legacy_name_under_packer_1_7_plus_prints_four_fields_and_1_6_gets_a_rename_hint() {
+    // Packer 1.9.4 passes the user's PACKER_LOG/PACKER_LOG_PATH through, or nothing.
+    for env in
+        [&[][..], &[("PACKER_LOG", "1")][..], &[("PACKER_LOG", "1"), ("PACKER_LOG_PATH", "/tmp/x.log")][..]]
+    {
+        let plugin = Plugin::start(&[], env).await;
+        assert!(plugin.line.starts_with("5|0|unix|/"), "{env:?}: {}", plugin.line);
+        let packer = plugin.connect().await;
+        let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
+        let Some(Value::Binary(gob)) = map_get(&reply, "ConfigSpec") else { panic!() };
+        assert_eq!(hcl_spec::decode_gob_spec(gob).unwrap(), expected_spec());
+        assert!(!plugin.stderr.lock().unwrap().contains("rename"), "{env:?}");
+    }
+    let plugin = Plugin::start(&[], PACKER_1_6_ENV).await;
+    assert!(plugin.line.starts_with("5|unix|/"), "{}", plugin.line);
+    let _packer = plugin.connect().await;
+    let deadline = tokio::time::Instant::now() + T;
+    while !plugin.stderr.lock().unwrap().contains("rename the binary") {
+        assert!(tokio::time::Instant::now() < deadline, "no rename hint: {}", plugin.stderr.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = plugin.stderr.lock().unwrap().clone();
+    assert!(err.contains("packer-post-processor-amikey to packer-plugin-amikey"), "{err}");
+    // AMIKEY_HANDSHAKE=4 overrides the guess.
+    let plugin = Plugin::start(&[], &[PACKER_1_6_ENV[0], PACKER_1_6_ENV[1], ("AMIKEY_HANDSHAKE", "4")]).await;
+    assert!(plugin.line.starts_with("5|0|unix|/"), "{}", plugin.line);
+}
+
+#[tokio::test]
 async fn modern_start_prints_four_fields_and_serves_a_protobuf_spec() {
     let plugin =
         Plugin::start(&["start", "post-processor", "--protobuf", "-packer-default-plugin-name-"], &[]).await;
@@ -256,7 +290,10 @@ async fn modern_start_prints_four_fields_and_serves_a_protobuf_spec() {
     let packer = plugin.connect().await;
     let reply = packer.call("PostProcessor.ConfigSpec", Value::Nil).await.unwrap();
     let Some(Value::Binary(pb)) = map_get(&reply, "ConfigSpec") else { panic!("no bin ConfigSpec") };
-    assert_eq!(hcl_spec::decode_proto_spec(pb).unwrap(), expected_spec());
+    assert_eq!(
+        hcl_spec::decode_proto_spec_with_blocks(pb).unwrap(),
+        (expected_spec(), amikey::postprocessor::config_blocks())
+    );
 }
 
 #[tokio::test]

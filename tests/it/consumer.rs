@@ -127,6 +127,7 @@ fn seed_keys(m: &Moto) -> BTreeMap<String, String> {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn grant_from_published_path_makes_one_grant_per_region_and_a_rerun_changes_nothing() {
     let m = Moto::take();
     let keys = seed_keys(&m);
@@ -193,6 +194,7 @@ fn grant_from_published_path_makes_one_grant_per_region_and_a_rerun_changes_noth
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn multi_region_key_gets_a_grant_per_replica() {
     let m = Moto::take();
     let arns = block_on(async {
@@ -218,6 +220,7 @@ fn multi_region_key_gets_a_grant_per_replica() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn retire_stale_retires_grants_on_keys_no_longer_published() {
     let m = Moto::take();
     let keys = seed_keys(&m);
@@ -242,6 +245,7 @@ fn retire_stale_retires_grants_on_keys_no_longer_published() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn doctor_names_the_missing_grant_and_passes_after_grant() {
     let m = Moto::take();
     let (key, ami) = block_on(async {
@@ -282,6 +286,7 @@ fn doctor_names_the_missing_grant_and_passes_after_grant() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn doctor_flags_a_launch_template_that_re_encrypts_with_another_key() {
     let m = Moto::take();
     let (key, ami) = block_on(async {
@@ -357,6 +362,7 @@ const RESTRICTIVE: &str = r#"{"Version":"2012-10-17","Id":"restrictive","Stateme
   "Action":["kms:Decrypt","kms:DescribeKey","kms:ReEncrypt*","kms:GenerateDataKey*"],"Resource":"*"}]}"#;
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn policy_check_finds_the_missing_grant_permission_and_merge_fixes_it() {
     let m = Moto::take();
     let key = block_on(async {
@@ -585,6 +591,7 @@ fn missing_service_linked_role_says_how_to_create_it() {
 /// `publish` checks the intended key's policy for `ami_users`: a warning by default, a finding
 /// that stops the publish with `check_key_policy = "fail"`.
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn publish_checks_the_key_policy_for_ami_users() {
     let m = Moto::take();
     let (key, ami) = block_on(async {
@@ -630,6 +637,7 @@ fn publish_checks_the_key_policy_for_ami_users() {
 
 /// docs/iam-consumer-policy.json (in README) allows exactly the calls `grant` and `doctor` make.
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn documented_consumer_iam_policy_covers_every_call_made() {
     let m = Moto::take();
     let keys = seed_keys(&m);

@@ -73,7 +73,7 @@ async fn protobuf_start_handshakes_and_serves_both_specs() {
 }
 
 #[tokio::test]
-async fn gob_start_serves_gob_specs_and_execute_says_protobuf_is_needed() {
+async fn gob_start_serves_gob_specs() {
     let plugin = Plugin::start(&["start", "datasource", "preflight"], &[]).await;
     let packer = plugin.connect().await;
     let reply = packer.call("Datasource.ConfigSpec", Value::Nil).await.unwrap();
@@ -82,9 +82,37 @@ async fn gob_start_serves_gob_specs_and_execute_says_protobuf_is_needed() {
     let reply = packer.call("Datasource.OutputSpec", Value::Nil).await.unwrap();
     let Some(Value::Binary(gob)) = map_get(&reply, "OutputSpec") else { panic!() };
     assert_eq!(hcl_spec::decode_gob_spec(gob).unwrap(), output_spec());
-    configure(&packer, json!({"regions": ["us-east-1"], "kms_key_id": "alias/x"})).await.unwrap();
-    let err = packer.call("Datasource.Execute", Value::Nil).await.unwrap_err();
-    assert!(err.contains("protobuf") && err.contains("amikey preflight --template"), "{err}");
+}
+
+/// Gob mode (Packer 1.7–1.11): Execute answers the cty.Value's own gob, carrying the same value
+/// as protobuf mode's msgpack. The bytes are the codec's, pinned to go-cty's in its unit tests;
+/// Go's decoding of them is proven by the SDK host (tests/it/sdkhost.rs) and by real Packer 1.9.4
+/// (tests/it/packer.rs).
+#[tokio::test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
+async fn gob_execute_on_moto_returns_the_same_value_as_go_cty_gob() {
+    let m = Moto::take();
+    let aws = m.aws(None).await;
+    create_key(&aws, "us-east-1", "alias/images").await;
+    let block = moto_block(&m, json!({"regions": ["us-east-1"], "kms_key_id": "alias/images"}));
+    let mut replies = Vec::new();
+    for args in
+        [&["start", "datasource", "preflight"][..], &["start", "datasource", "--protobuf", "preflight"]]
+    {
+        let plugin = Plugin::start(args, &[]).await;
+        let packer = plugin.connect().await;
+        configure(&packer, block.clone()).await.unwrap();
+        let reply =
+            tokio::time::timeout(T, packer.call("Datasource.Execute", Value::Nil)).await.unwrap().unwrap();
+        assert_eq!(map_get(&reply, "Error"), Some(&Value::Nil));
+        let Some(Value::Binary(bytes)) = map_get(&reply, "Value") else { panic!("no bin Value: {reply}") };
+        replies.push(bytes.clone());
+    }
+    let (_, value) = decode_dynamic(&replies[1]).unwrap();
+    assert!(value["kms_key_arns"]["us-east-1"].as_str().unwrap().starts_with("arn:aws:kms:us-east-1:"));
+    let want =
+        amikey::wire::cty_gob::encode_execute_value(&output_spec(), value.as_object().unwrap()).unwrap();
+    assert_eq!(replies[0], want);
 }
 
 #[tokio::test]
@@ -117,6 +145,7 @@ async fn configure_names_bad_input() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 async fn execute_on_moto_returns_the_key_map_as_cty_msgpack() {
     let m = Moto::take();
     let aws = m.aws(None).await;
@@ -145,6 +174,7 @@ async fn execute_on_moto_returns_the_key_map_as_cty_msgpack() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 async fn execute_fails_with_the_preflight_text_on_a_wrong_region_key() {
     let m = Moto::take();
     let aws = m.aws(None).await;

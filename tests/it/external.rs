@@ -40,10 +40,8 @@ pub fn find(name: &str) -> Option<PathBuf> {
 }
 
 fn env_name(name: &str) -> String {
-    let tail: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-        .collect();
+    let tail: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("AMIKEY_{tail}")
 }
 

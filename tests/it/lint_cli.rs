@@ -20,12 +20,16 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The fixture files of `dir` (sidecars aside), sorted. Fails the test when the directory is
+/// unreadable or holds no fixture: a corpus that vanished must not pass as "nothing wrong".
 fn files(dir: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("fixture directory {dir} unreadable: {e}"))
+        .map(|e| e.unwrap_or_else(|e| panic!("fixture directory {dir}: {e}")).path())
         .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".expect"))
         .collect();
+    assert!(!v.is_empty(), "fixture directory {dir} holds no fixture");
     v.sort();
     v
 }
@@ -33,7 +37,13 @@ fn files(dir: &str) -> Vec<PathBuf> {
 /// `(code, line)` from `# expect: AMK002 at 15` lines or the `.expect` sidecar.
 fn expectations(path: &Path) -> Vec<(String, usize)> {
     let sidecar = PathBuf::from(format!("{}.expect", path.display()));
-    let text = std::fs::read_to_string(&sidecar).unwrap_or_else(|_| std::fs::read_to_string(path).unwrap());
+    let text = match std::fs::read_to_string(&sidecar) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: unreadable: {e}", path.display()))
+        }
+        Err(e) => panic!("{}: unreadable: {e}", sidecar.display()),
+    };
     text.lines()
         .filter_map(|l| {
             let l = l.trim_start_matches(['#', '/', ' ']);

@@ -20,12 +20,12 @@ mod lint_cli;
 mod conformance;
 // The amikey-preflight data source through the conformance harness (Execute on moto).
 mod datasource;
-// Module boundaries: src/wire stands alone.
+// Module boundaries: src/wire and src/core import only themselves, core does no I/O (parsed by module).
 mod architecture;
-// Real Packer 1.6.6 (`/usr/bin/packer`): validate/build JSON and HCL2 templates; skips if absent.
+// Real Packer 1.6.6 and 1.9.4: the legacy-named binary on both, data "amikey-preflight" on 1.9.4.
 mod packer;
 // Real Packer 1.6.6 amazon-ebs builds on moto with amikey in the chain: publish, aws/ebs failure,
-// on_violation = "warn", SIGINT during post-processing; skips if `packer` is absent.
+// on_violation = "warn", SIGINT during post-processing; also the machinery packer_modern uses.
 mod packer_e2e;
 // scripts/release: archive and checksum names from `describe`, on fake binaries.
 mod release;
@@ -37,3 +37,16 @@ mod resilience;
 mod props;
 // The Lambda function under the Runtime Interface Emulator on moto; the org rollout; deploy/ templates.
 mod lambda;
+// stdout write errors: a closed pipe is ignored, a full disk is exit 2 (lintout).
+mod output;
+// The plugin driven by packer-plugin-sdk v0.6.10's RPC client (our Go host): protobuf and gob.
+mod sdkhost;
+// `amikey copy` against moto: push into two accounts, pull, preconditions, SIGKILL + re-run.
+mod copy;
+// Deprecation/protection on publish, `amikey retire`, `amikey rollback` against moto.
+mod lifecycle;
+// The repository stands on its own: cited paths resolve inside it, no absolute machine paths.
+mod references;
+// Real Packer 1.9.4 (built by scripts/setup) on moto: required_plugins install, packer init
+// offline, validate, builds with the bundled and the current amazon plugin, SIGINT, JSON.
+mod packer_modern;

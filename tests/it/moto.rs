@@ -2,8 +2,11 @@
 //! started once per test binary on a free loopback port; tests that use it are serialised and
 //! start from a reset state. Seeding goes through the AWS SDK, as a producer would.
 //!
-//! Python comes from `AMIKEY_MOTO_PYTHON`, else `.venv-moto/bin/python` (made by
-//! `tests/moto/setup.sh`). Without it the moto tests fail with a message saying how to set it up.
+//! Python comes from `AMIKEY_MOTO_PYTHON`, else `.venv-moto/bin/python` (made by `scripts/setup`,
+//! through `tests/moto/setup.sh`). Every test that takes the emulator is marked
+//! `#[cfg_attr(not(amikey_external), ignore = "external: moto")]` (see `external.rs`): a plain
+//! `cargo test` counts it as ignored; under `scripts/test` it runs, and a missing or broken
+//! emulator fails it with a message naming `scripts/setup`, never a silent pass.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +41,8 @@ fn start() -> Result<Server, String> {
     let py = python();
     if !py.exists() {
         return Err(format!(
-            "{} not found: run tests/moto/setup.sh (or set AMIKEY_MOTO_PYTHON)",
+            "{} not found: run `scripts/setup` (it makes .venv-moto), or set AMIKEY_MOTO_PYTHON \
+             to a Python with tests/moto/requirements.txt installed",
             py.display()
         ));
     }
@@ -73,6 +77,23 @@ fn start() -> Result<Server, String> {
     }
 }
 
+/// `POST /moto-api/reset`, over a plain loopback connection (no `curl` needed): Ok on a 200.
+fn reset(endpoint: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    write!(
+        conn,
+        "POST /moto-api/reset HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).map_err(|e| format!("read: {e}"))?;
+    let status = answer.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") { Ok(()) } else { Err(format!("answered {status:?}")) }
+}
+
 /// One test's exclusive use of the reset emulator.
 pub struct Moto {
     pub endpoint: String,
@@ -86,13 +107,16 @@ impl Moto {
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let server = match SERVER.get_or_init(start) {
             Ok(s) => s,
-            Err(e) => panic!("moto emulator unavailable: {e}"),
+            Err(e) => {
+                panic!("moto emulator unavailable (this test drives it and cannot pass without it): {e}")
+            }
         };
-        let reset = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", "-X", "POST", &format!("{}/moto-api/reset", server.endpoint)])
-            .status()
-            .expect("curl");
-        assert!(reset.success(), "moto reset failed");
+        if let Err(e) = reset(&server.endpoint) {
+            panic!(
+                "moto reset at {} failed: {e}; run `scripts/setup` and see tests/moto/README.md",
+                server.endpoint
+            )
+        }
         Moto { endpoint: server.endpoint.clone(), dir: tempfile::tempdir().unwrap(), _guard: guard }
     }
 
@@ -310,6 +334,18 @@ impl Relay {
             .find_map(|l| l.strip_prefix("Threads:"))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
+    }
+}
+
+impl Relay {
+    /// Waits until the relay is back to `idle` threads (see [`Relay::threads`]): every request a
+    /// client had sent is answered and logged. Fails the test after `within`.
+    pub fn wait_idle(&self, idle: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.threads() > idle {
+            assert!(Instant::now() < deadline, "the relay still has requests in flight after {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

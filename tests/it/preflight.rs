@@ -26,6 +26,7 @@ fn region<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn ebs_default_encryption_with_aws_ebs_is_a_warning_and_reported_per_region() {
     let m = Moto::take();
     let (east, west) = block_on(async {
@@ -75,6 +76,7 @@ fn ebs_default_encryption_with_aws_ebs_is_a_warning_and_reported_per_region() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn a_key_from_another_region_in_region_kms_key_ids_is_key_wrong_region() {
     let m = Moto::take();
     let east = block_on(async {
@@ -104,6 +106,7 @@ fn a_key_from_another_region_in_region_kms_key_ids_is_key_wrong_region() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn a_disabled_key_and_a_missing_alias_are_errors() {
     let m = Moto::take();
     block_on(async {
@@ -131,6 +134,7 @@ fn a_disabled_key_and_a_missing_alias_are_errors() {
 }
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn consumers_the_key_policy_does_not_allow_are_warnings() {
     let m = Moto::take();
     block_on(async {
@@ -190,6 +194,7 @@ build {
 "#;
 
 #[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
 fn a_template_gives_the_regions_keys_and_consumers() {
     let m = Moto::take();
     let (east, west) = block_on(async {

@@ -835,6 +835,149 @@ def _(ctx: Ctx) -> None:
             eq(sum(len(client(u, "kms", reg).list_keys()["Keys"]) for reg in regions), 0, f"keys left on {u}")
 
 
+# ------------------------------------------------------------------------------------------------ lifecycle (LC1-LC4)
+
+def _lc_image(ctx: Ctx, region: str = "us-east-1") -> tuple[str, list[str]]:
+    key = make_key(ctx, region)["Arn"]
+    snaps = [make_snapshot(ctx, region, key)]
+    return register(ctx, region, snaps), snaps
+
+
+@check("LC1: EnableImageDeprecation rounds to the minute, DescribeImages reads it back; past refused")
+def _(ctx: Ctx) -> None:
+    ami, _ = _lc_image(ctx)
+    ec2 = ctx.c("ec2")
+    ec2.enable_image_deprecation(ImageId=ami, DeprecateAt="2030-01-02T03:04:31Z")
+    eq(image(ctx, "us-east-1", ami).get("DeprecationTime"), "2030-01-02T03:05:00.000Z", "DeprecationTime")
+    eq(error_code(lambda: ec2.enable_image_deprecation(ImageId=ami, DeprecateAt="2001-01-01T00:00:00Z")),
+       "InvalidParameterValue", "past deprecation time")
+    ec2.disable_image_deprecation(ImageId=ami)
+    eq(image(ctx, "us-east-1", ami).get("DeprecationTime"), None, "after DisableImageDeprecation")
+
+
+@check("LC2: deregistration protection (with cooldown) is reported and blocks DeregisterImage")
+def _(ctx: Ctx) -> None:
+    ami, _ = _lc_image(ctx)
+    ec2 = ctx.c("ec2")
+    eq(image(ctx, "us-east-1", ami).get("DeregistrationProtection"), "disabled", "default")
+    ec2.enable_image_deregistration_protection(ImageId=ami, WithCooldown=True)
+    eq(image(ctx, "us-east-1", ami).get("DeregistrationProtection"), "enabled-with-cooldown", "enabled")
+    eq(error_code(lambda: ec2.deregister_image(ImageId=ami)), "InvalidParameterValue", "deregister protected")
+    ec2.disable_image_deregistration_protection(ImageId=ami)
+    state = image(ctx, "us-east-1", ami).get("DeregistrationProtection", "")
+    expect(state.startswith("disabled-until "), f"cooldown state: {state!r}")
+    eq(error_code(lambda: ec2.deregister_image(ImageId=ami)), "InvalidParameterValue", "deregister in cooldown")
+    ami2, _ = _lc_image(ctx)
+    ec2.enable_image_deregistration_protection(ImageId=ami2)
+    ec2.disable_image_deregistration_protection(ImageId=ami2)
+    eq(image(ctx, "us-east-1", ami2).get("DeregistrationProtection"), "disabled", "no cooldown")
+    ec2.deregister_image(ImageId=ami2)
+
+
+@check("LC3: DeregisterImage DeleteAssociatedSnapshots deletes snapshots no other AMI uses")
+def _(ctx: Ctx) -> None:
+    ec2 = ctx.c("ec2")
+    key = make_key(ctx)["Arn"]
+    own, shared = make_snapshot(ctx, "us-east-1", key), make_snapshot(ctx, "us-east-1", key)
+    ami = register(ctx, "us-east-1", [own, shared])
+    other = register(ctx, "us-east-1", [shared])
+    out = ec2.deregister_image(ImageId=ami, DeleteAssociatedSnapshots=True)
+    got = sorted((r["SnapshotId"], r["ReturnCode"]) for r in out.get("DeleteSnapshotResults", []))
+    eq(got, sorted([(own, "success"), (shared, "skipped")]), "DeleteSnapshotResults")
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    expect(own not in left and shared in left, f"snapshots left: {left}")
+    eq(image(ctx, "us-east-1", other)["ImageId"], other, "other AMI intact")
+
+
+@check("LC4: DescribeImageReferences finds instances, launch templates and aws:ec2:image parameters")
+def _(ctx: Ctx) -> None:
+    region = "eu-west-3"
+    ec2, ssm = ctx.c("ec2", region), ctx.c("ssm", region)
+    used_i, _ = _lc_image(ctx, region)
+    used_lt, _ = _lc_image(ctx, region)
+    used_p, _ = _lc_image(ctx, region)
+    free, _ = _lc_image(ctx, region)
+    inst = ec2.run_instances(ImageId=used_i, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    lt = ec2.create_launch_template(LaunchTemplateName=uniq("lt"),
+                                    LaunchTemplateData={"ImageId": used_lt})["LaunchTemplate"]["LaunchTemplateId"]
+    name = f"/{uniq('lc4')}/image_id"
+    ssm.put_parameter(Name=name, Value=used_p, Type="String", DataType="aws:ec2:image")
+    out = ec2.describe_image_references(ImageIds=[used_i, used_lt, used_p, free],
+                                        ResourceTypes=[{"ResourceType": t} for t in
+                                                       ("ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter")])
+    got = sorted((r["ImageId"], r["ResourceType"], r["Arn"].rsplit(":", 1)[-1]) for r in out["ImageReferences"])
+    want = sorted([(used_i, "ec2:Instance", f"instance/{inst}"), (used_lt, "ec2:LaunchTemplate", f"launch-template/{lt}"),
+                   (used_p, "ssm:Parameter", f"parameter{name}")])
+    eq(got, want, "references")
+    ec2.terminate_instances(InstanceIds=[inst])
+    out = ec2.describe_image_references(ImageIds=[used_i], IncludeAllResourceTypes=True)
+    eq(out["ImageReferences"], [], "terminated instance is no reference")
+# ------------------------------------------------------------------------------------------------ copy (C1)
+
+def copy_fixture(ctx: Ctx, share_snapshots: bool = True) -> tuple[str, str, str]:
+    """A's encrypted AMI in us-east-1 shared with B (launch permission; snapshots unless told not to);
+    B's own key behind alias/mine. Returns (ami, snapshot, B's key ARN)."""
+    ami, snap = shared_fixture(ctx, share=False)
+    ctx.c("ec2").modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"UserId": B}]})
+    if share_snapshots:
+        ctx.c("ec2").modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
+                                               CreateVolumePermission={"Add": [{"UserId": B}]})
+    alias = f"alias/{uniq('mine')}"
+    b_key = make_key(ctx, account=B, alias=alias)
+    return ami, snap, alias
+
+
+COPY_TAGS = [{"ResourceType": "image", "Tags": [{"Key": "amikey:source-image-id", "Value": "SRC"},
+                                                {"Key": "managed-by", "Value": "amikey"}]},
+             {"ResourceType": "snapshot", "Tags": [{"Key": "amikey:source-image-id", "Value": "SRC"}]}]
+
+
+def copy_tags(src: str) -> list[dict[str, Any]]:
+    return json.loads(json.dumps(COPY_TAGS).replace("SRC", src))
+
+
+@check("C1: B copies A's shared AMI under B's own key alias; tags on image and snapshots; found by tag")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx)
+    b = ctx.c("ec2", account=B)
+    new = b.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name=uniq("copy"), Encrypted=True,
+                       KmsKeyId=alias, ClientToken=uniq("tok"), TagSpecifications=copy_tags(ami))["ImageId"]
+    b_arn = ctx.c("kms", account=B).describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    snaps = snapshots_of(ctx, "us-east-1", new, account=B)
+    eq([(s["Encrypted"], s["KmsKeyId"], s["OwnerId"]) for s in snaps], [(True, b_arn, B)], "copy's snapshots")
+    img = image(ctx, "us-east-1", new, account=B)
+    eq(img["OwnerId"], B, "copy owner")
+    eq(sorted((t["Key"], t["Value"]) for t in img.get("Tags", [])),
+       [("amikey:source-image-id", ami), ("managed-by", "amikey")], "image tags")
+    eq([(t["Key"], t["Value"]) for t in snaps[0].get("Tags", [])], [("amikey:source-image-id", ami)], "snapshot tags")
+    found = b.describe_images(Owners=["self"], Filters=[{"Name": "tag:amikey:source-image-id", "Values": [ami]}])
+    eq([i["ImageId"] for i in found["Images"]], [new], "DescribeImages by tag")
+
+
+@check("C1: CopyImage of a shared AMI without createVolumePermission is AuthFailure and creates nothing")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx, share_snapshots=False)
+    b = ctx.c("ec2", account=B)
+    before = len(b.describe_images(Owners=["self"])["Images"])
+    eq(error_code(lambda: b.copy_image(SourceImageId=ami, SourceRegion="us-east-1", Name=uniq("copy"),
+                                       Encrypted=True, KmsKeyId=alias)), "AuthFailure", "copy without snapshot share")
+    eq(len(b.describe_images(Owners=["self"])["Images"]), before, "images created")
+
+
+@check("C1: the same ClientToken returns the same ImageId and creates no second copy")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx)
+    b = ctx.c("ec2", account=B)
+    token = uniq("tok")
+    args = dict(SourceImageId=ami, SourceRegion="us-east-1", Name=uniq("copy"), Encrypted=True, KmsKeyId=alias,
+                ClientToken=token)
+    first = b.copy_image(**args)["ImageId"]
+    second = b.copy_image(**args)["ImageId"]
+    eq(second, first, "ImageId for the same token")
+    other = b.copy_image(**{**args, "ClientToken": uniq("tok"), "Name": uniq("copy")})["ImageId"]
+    expect(other != first, "a new token makes a new copy")
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main() -> int:

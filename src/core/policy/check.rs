@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Caller, Decision, Policy, Request, StatementRef, arn_region, evaluate, generate_command};
+use super::{Caller, Decision, Policy, Request, StatementRef, evaluate, generate_command};
+use crate::core::ids::arn_region;
 
 /// Who makes a launch-chain call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -398,7 +399,8 @@ fn message(code: FindingCode, account: &str, key_arn: &str, g: &Group) -> String
 
 /// The publish-time key-policy check of one region: the intended key's `policy` (as JSON text,
 /// what GetKeyPolicy returns) evaluated for `accounts` (`ami_users` ∪ `publish_accounts`).
-/// `fail` = false gives warnings (text lines naming region, key, consumer, code and the fix);
+/// `fail` = false gives warnings (each with its text naming region, key, consumer, code and the
+/// fix, and its parts for grouping);
 /// `fail` = true gives [`crate::core::report::Finding`]s with `KEY_POLICY_DENIES_CONSUMER`, so
 /// `publish` changes nothing.
 pub fn publish_check(
@@ -408,9 +410,12 @@ pub fn publish_check(
     policy: &str,
     accounts: &[String],
     fail: bool,
-) -> (Vec<String>, Vec<crate::core::report::Finding>) {
-    let consumers: Vec<Consumer> =
-        accounts.iter().filter(|a| super::is_account_id(a)).map(|a| Consumer::account(a)).collect();
+) -> (Vec<crate::core::report::KeyPolicyWarning>, Vec<crate::core::report::Finding>) {
+    let consumers: Vec<Consumer> = accounts
+        .iter()
+        .filter(|a| crate::core::ids::is_account_id(a))
+        .map(|a| Consumer::account(a))
+        .collect();
     if consumers.is_empty() {
         return (Vec::new(), Vec::new());
     }
@@ -433,7 +438,19 @@ pub fn publish_check(
                 message: format!("{text} (check_key_policy = \"fail\": nothing shared, nothing published)"),
             });
         } else {
-            warnings.push(text);
+            warnings.push(crate::core::report::KeyPolicyWarning {
+                fix: f
+                    .consumer
+                    .as_deref()
+                    .map(|c| generate_command(&[c], Some(&f.key_arn)))
+                    .unwrap_or_default(),
+                account: f.consumer,
+                region: region.to_owned(),
+                key_arn: f.key_arn,
+                code: f.code.to_string(),
+                actions: f.actions,
+                text,
+            });
         }
     }
     (warnings, findings)
@@ -621,11 +638,17 @@ mod tests {
         assert!(f.is_empty());
         assert!(
             !w.is_empty()
-                && w.iter().all(|l| l.starts_with("eu-west-1 key policy of") && l.contains("111122223333")),
+                && w.iter().all(|l| l.text.starts_with("eu-west-1 key policy of")
+                    && l.text.contains("111122223333")
+                    && l.account.as_deref() == Some("111122223333")
+                    && l.region == "eu-west-1"
+                    && !l.actions.is_empty()),
             "{w:?}"
         );
         assert!(
-            w.iter().any(|l| l.contains("amikey policy generate --consumer-account 111122223333")),
+            w.iter().all(|l| l.fix
+                == format!("amikey policy generate --consumer-account 111122223333 --key {key} --merge")
+                && l.text.contains(&l.fix)),
             "{w:?}"
         );
         let (w, f) = publish_check("eu-west-1", "ami-12345678", key, owner_only, &accounts, true);

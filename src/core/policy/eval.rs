@@ -28,8 +28,9 @@ use serde::Serialize;
 
 use super::{
     ActionSpec, Effect, Policy, PrincipalSpec, Principals, ResourceSpec, Statement, StatementRef,
-    arn_account, is_account_id, wildcard_match,
+    wildcard_match,
 };
+use crate::core::ids::{arn_account, is_account_id};
 
 /// The IAM identity making a request, as far as the key policy can see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

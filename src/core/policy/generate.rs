@@ -13,7 +13,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Policy, PolicyError, is_account_id};
+use super::{Policy, PolicyError};
+use crate::core::ids::{is_account_id, is_key_arn};
 
 /// Sid of the crypto statement (`Encrypt`, `Decrypt`, `ReEncrypt*`, `GenerateDataKey*`,
 /// `DescribeKey`).
@@ -195,16 +196,6 @@ pub fn merge(policy: &Value, statements: &[Value]) -> Result<Value, PolicyError>
     }
     obj.insert("Statement".into(), Value::Array(list));
     Ok(out)
-}
-
-fn is_key_arn(s: &str) -> bool {
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[0] == "arn"
-        && parts[2] == "kms"
-        && !parts[3].is_empty()
-        && is_account_id(parts[4])
-        && parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
 }
 
 /// The IAM identity policy for consumer roles that reach the keys through EC2 rather than

@@ -430,29 +430,6 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bo
     pi == p.len()
 }
 
-/// The account id in an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`), when it has one.
-pub fn arn_account(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some(_), Some(_), Some(acct), Some(_)) if !acct.is_empty() => Some(acct),
-        _ => None,
-    }
-}
-
-/// The region in an ARN, when it has one.
-pub fn arn_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some(_), Some(region), Some(_), Some(_)) if !region.is_empty() => Some(region),
-        _ => None,
-    }
-}
-
-/// Whether `s` is a 12-digit AWS account id.
-pub fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,17 +573,5 @@ mod tests {
         assert!(wildcard_match("*", "", false));
         assert!(!wildcard_match("Abc", "abc", false));
         assert!(wildcard_match("*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaab", false));
-    }
-
-    #[test]
-    fn arn_parts() {
-        let k = "arn:aws:kms:us-east-1:444455556666:key/12ee9c11";
-        assert_eq!(arn_account(k), Some("444455556666"));
-        assert_eq!(arn_region(k), Some("us-east-1"));
-        assert_eq!(arn_account("arn:aws:iam::111122223333:root"), Some("111122223333"));
-        assert_eq!(arn_region("arn:aws:iam::111122223333:root"), None);
-        assert_eq!(arn_account("mrk-1"), None);
-        assert!(is_account_id("111122223333"));
-        assert!(!is_account_id("11112222333x"));
     }
 }

@@ -992,6 +992,257 @@ def patch_P1() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Lifecycle (deprecation, deregistration protection, retire): LC1-LC4
+# --------------------------------------------------------------------------------------------------
+
+
+def _iso_minute(value: str) -> Any:
+    """An RFC 3339 / ISO 8601 instant rounded to the nearest minute (as EnableImageDeprecation does)."""
+    from datetime import datetime, timedelta, timezone
+
+    text = value.strip().replace("Z", "+00:00")
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    t = t.astimezone(timezone.utc)
+    if t.second >= 30:
+        t = t + timedelta(minutes=1)
+    return t.replace(second=0, microsecond=0)
+
+
+def _own_image(backend: Any, ami_id: str) -> Any:
+    from moto.ec2.exceptions import InvalidAMIIdError
+
+    if ami_id not in backend.amis:
+        raise InvalidAMIIdError([ami_id])
+    return backend.amis[ami_id]
+
+
+def patch_LC1() -> None:
+    """LC1 — EnableImageDeprecation / DisableImageDeprecation (vanilla: NotImplemented): the time is
+    rounded to the nearest minute, must lie in the future (``InvalidParameterValue`` otherwise, as on
+    AWS) and comes back in DescribeImages as ``DeprecationTime`` (``YYYY-MM-DDTHH:MM:00.000Z``)."""
+    (EC2Response,) = _import("LC1", "moto.ec2.responses", "EC2Response")
+    (ActionResult,) = _import("LC1", "moto.core.responses", "ActionResult")
+    (Ami,) = _import("LC1", "moto.ec2.models.amis", "Ami")
+
+    def enable_image_deprecation(self: Any) -> Any:
+        from datetime import datetime, timezone
+
+        ami_id = self._get_param("ImageId")
+        raw = self._get_param("DeprecateAt")
+        self.error_on_dryrun()
+        ami = _own_image(self.ec2_backend, ami_id)
+        try:
+            at = _iso_minute(str(raw))
+        except ValueError:
+            raise _ec2_error("InvalidParameterValue", f"Invalid value '{raw}' for DeprecateAt.") from None
+        if at <= datetime.now(timezone.utc):
+            raise _ec2_error("InvalidParameterValue", "The deprecation time must be in the future.")
+        ami.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:00.000Z")
+        return ActionResult({"Return": True})
+
+    def disable_image_deprecation(self: Any) -> Any:
+        ami_id = self._get_param("ImageId")
+        self.error_on_dryrun()
+        _own_image(self.ec2_backend, ami_id).deprecation_time = None
+        return ActionResult({"Return": True})
+
+    Ami.deprecation_time = None
+    EC2Response.enable_image_deprecation = enable_image_deprecation
+    EC2Response.disable_image_deprecation = disable_image_deprecation
+
+
+def patch_LC2() -> None:
+    """LC2 — EnableImageDeregistrationProtection / DisableImageDeregistrationProtection (vanilla:
+    NotImplemented). DescribeImages reports ``DeregistrationProtection``: ``disabled``, ``enabled``,
+    ``enabled-with-cooldown``, or after disabling a cooldown protection ``disabled-until <time>``
+    (24 h later). DeregisterImage of a protected AMI (or one in its cooldown) is refused with
+    ``InvalidParameterValue`` (see LC3, which owns DeregisterImage)."""
+    (EC2Response,) = _import("LC2", "moto.ec2.responses", "EC2Response")
+    (ActionResult,) = _import("LC2", "moto.core.responses", "ActionResult")
+    (Ami,) = _import("LC2", "moto.ec2.models.amis", "Ami")
+
+    def enable(self: Any) -> Any:
+        ami_id = self._get_param("ImageId")
+        cooldown = self._get_bool_param("WithCooldown", False)
+        self.error_on_dryrun()
+        ami = _own_image(self.ec2_backend, ami_id)
+        ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled"
+        return ActionResult({"Return": True})
+
+    def disable(self: Any) -> Any:
+        from datetime import datetime, timedelta, timezone
+
+        ami_id = self._get_param("ImageId")
+        self.error_on_dryrun()
+        ami = _own_image(self.ec2_backend, ami_id)
+        if ami.deregistration_protection == "enabled-with-cooldown":
+            until = datetime.now(timezone.utc) + timedelta(hours=24)
+            ami.deregistration_protection = f"disabled-until {until.strftime('%Y-%m-%dT%H:%M:%S.000Z')}"
+        elif not str(ami.deregistration_protection).startswith("disabled-until"):
+            ami.deregistration_protection = "disabled"
+        return ActionResult({"Return": True})
+
+    Ami.deregistration_protection = "disabled"
+    EC2Response.enable_image_deregistration_protection = enable
+    EC2Response.disable_image_deregistration_protection = disable
+
+
+def _protected(ami: Any) -> bool:
+    from datetime import datetime, timezone
+
+    state = str(getattr(ami, "deregistration_protection", "disabled") or "disabled")
+    if state.startswith("enabled"):
+        return True
+    if state.startswith("disabled-until "):
+        until = datetime.fromisoformat(state.split(" ", 1)[1].replace("Z", "+00:00"))
+        return until > datetime.now(timezone.utc)
+    return False
+
+
+def patch_LC3() -> None:
+    """LC3 — DeregisterImage honours ``DeleteAssociatedSnapshots`` (vanilla ignores it and keeps every
+    snapshot): each EBS snapshot of the AMI is deleted (``success``) unless another AMI in the region
+    still uses it (``skipped``, the snapshot stays), and ``DeleteSnapshotResults`` lists them. A
+    protected AMI (LC2) is refused with ``InvalidParameterValue`` and nothing changes."""
+    (EC2Response,) = _import("LC3", "moto.ec2.responses", "EC2Response")
+    (ActionResult,) = _import("LC3", "moto.core.responses", "ActionResult")
+    _need(EC2Response, "deregister_image", "LC3")
+
+    def deregister_image(self: Any) -> Any:
+        ami_id = self._get_param("ImageId")
+        delete_snaps = self._get_bool_param("DeleteAssociatedSnapshots", False)
+        self.error_on_dryrun()
+        backend = self.ec2_backend
+        ami = backend.amis.get(ami_id)
+        if ami is not None and _protected(ami):
+            raise _ec2_error(
+                "InvalidParameterValue",
+                f"The AMI {ami_id} has deregistration protection enabled. Disable it before deregistering.",
+            )
+        snaps = []
+        if ami is not None:
+            snaps = [b["Ebs"]["snapshot"] for b in ami_bdms(ami) if b.get("Ebs") and b["Ebs"].get("snapshot") is not None]
+        backend.deregister_image(ami_id)
+        results = []
+        if delete_snaps:
+            for snap in snaps:
+                used = any(
+                    snap.id in {b["Ebs"]["snapshot"].id for b in ami_bdms(other)
+                                if b.get("Ebs") and b["Ebs"].get("snapshot") is not None}
+                    for other in backend.amis.values()
+                )
+                if used or snap.id not in backend.snapshots:
+                    results.append({"SnapshotId": snap.id, "ReturnCode": "skipped"})
+                    continue
+                backend.snapshots.pop(snap.id, None)
+                results.append({"SnapshotId": snap.id, "ReturnCode": "success"})
+        out: dict[str, Any] = {"Return": True}
+        if delete_snaps:
+            out["DeleteSnapshotResults"] = results
+        return ActionResult(out)
+
+    EC2Response.deregister_image = deregister_image
+
+
+def patch_LC4() -> None:
+    """LC4 — DescribeImageReferences (vanilla: NotImplemented), for the resource types
+    ``ec2:Instance`` (instances not terminated, launched from the AMI), ``ec2:LaunchTemplate`` (the
+    default or latest version names the AMI) and ``ssm:Parameter`` (a parameter of data type
+    ``aws:ec2:image`` whose current value is the AMI), in the caller's account and region.
+    ``IncludeAllResourceTypes`` selects all three; without either, nothing is checked."""
+    (EC2Response,) = _import("LC4", "moto.ec2.responses", "EC2Response")
+    (ActionResult,) = _import("LC4", "moto.core.responses", "ActionResult")
+
+    def describe_image_references(self: Any) -> Any:
+        from moto.ssm.models import ssm_backends
+
+        ids = set(self._get_param("ImageIds", []) or [])
+        everything = self._get_bool_param("IncludeAllResourceTypes", False)
+        types = {t.get("ResourceType") for t in (self._get_param("ResourceTypes", []) or [])}
+        self.error_on_dryrun()
+        if everything:
+            types |= {"ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter"}
+        backend = self.ec2_backend
+        acct, region = backend.account_id, backend.region_name
+        refs: list[dict[str, str]] = []
+        if "ec2:Instance" in types:
+            for inst in backend.all_instances():
+                if inst.image_id in ids and inst.state != "terminated":
+                    refs.append({"ImageId": inst.image_id, "ResourceType": "ec2:Instance",
+                                 "Arn": f"arn:aws:ec2:{region}:{acct}:instance/{inst.id}"})
+        if "ec2:LaunchTemplate" in types:
+            for lt in backend.launch_templates.values():
+                used = {lt.default_version().image_id, lt.latest_version().image_id} & ids
+                for image_id in sorted(i for i in used if i):
+                    refs.append({"ImageId": image_id, "ResourceType": "ec2:LaunchTemplate",
+                                 "Arn": f"arn:aws:ec2:{region}:{acct}:launch-template/{lt.id}"})
+        if "ssm:Parameter" in types:
+            for name, versions in ssm_backends[acct][region]._parameters.items():
+                if not versions:
+                    continue
+                cur = versions[-1]
+                if getattr(cur, "data_type", "text") == "aws:ec2:image" and cur.value in ids:
+                    arn_name = name if name.startswith("/") else f"/{name}"
+                    refs.append({"ImageId": cur.value, "ResourceType": "ssm:Parameter",
+                                 "Arn": f"arn:aws:ssm:{region}:{acct}:parameter{arn_name}"})
+        return ActionResult({"ImageReferences": refs})
+
+    EC2Response.describe_image_references = describe_image_references
+# Copy into consumer accounts (amikey copy / copy_to)
+# --------------------------------------------------------------------------------------------------
+
+
+def patch_C1() -> None:
+    """C1 — CopyImage as a consumer account copies a shared AMI, like AWS:
+
+    * the source of another account must be shared with the caller by launch permission (E5) *and*
+      every source snapshot by ``createVolumePermission``; otherwise ``AuthFailure`` ("You do not have
+      permission to access the storage of this ami"), and nothing is created;
+    * ``ClientToken`` is idempotent per account and region: the same token returns the same ImageId and
+      creates nothing (vanilla makes a new image each time);
+    * ``TagSpecifications`` (``image`` and ``snapshot``) are applied to the new image and its snapshots
+      (vanilla ignores them).
+    Encryption under the requested key (resolved in the caller's account) is E1's."""
+    (EC2Response,) = _import("C1", "moto.ec2.responses", "EC2Response")
+    _import("C1", "moto.ec2.utils", "convert_tag_spec")
+    previous = _need(EC2Response, "copy_image", "C1")
+
+    def copy_image(self: Any) -> Any:
+        me = self.current_account
+        dest = self.ec2_backend
+        token = self._get_param("ClientToken")
+        tokens = dest.__dict__.setdefault("amikey_copy_tokens", {})
+        if token and token in tokens and tokens[token] in dest.amis:
+            from moto.core.responses import ActionResult
+
+            return ActionResult({"ImageId": tokens[token]})
+        source_region = self._get_param("SourceRegion") or self.region
+        source = find_visible_image(me, source_region, self._get_param("SourceImageId"))
+        if source.owner_id != me:
+            for b in ami_bdms(source):
+                snap = (b.get("Ebs") or {}).get("snapshot")
+                if snap is not None and snap.owner_id != me and not _snapshot_visible_to(snap, me):
+                    raise _ec2_error("AuthFailure", "You do not have permission to access the storage of this ami")
+        tag_specs = self._parse_tag_specification()
+        result = previous(self)
+        ami_id = result.result["ImageId"]
+        if token:
+            tokens[token] = ami_id
+        ami = dest.amis[ami_id]
+        if tag_specs.get("image"):
+            dest.create_tags([ami_id], tag_specs["image"])
+        if tag_specs.get("snapshot"):
+            snaps = [b["Ebs"]["snapshot"].id for b in ami_bdms(ami) if (b.get("Ebs") or {}).get("snapshot") is not None]
+            if snaps:
+                dest.create_tags(snaps, tag_specs["snapshot"])
+        return result
+
+    EC2Response.copy_image = copy_image
+
+
+# --------------------------------------------------------------------------------------------------
 
 PATCHES: list[tuple[str, Callable[[], None]]] = [
     ("E3", patch_E3),
@@ -1010,6 +1261,11 @@ PATCHES: list[tuple[str, Callable[[], None]]] = [
     ("K4", patch_K4),
     ("K5", patch_K5),
     ("P1", patch_P1),
+    ("LC1", patch_LC1),
+    ("LC2", patch_LC2),
+    ("LC3", patch_LC3),
+    ("LC4", patch_LC4),
+    ("C1", patch_C1),
 ]
 
 

@@ -1,5 +1,5 @@
 //! Table tests of the evaluator over real-world key policies. Each expected verdict carries the
-//! AWS rule that produces it. Seed files are under `/work/shared/field/seeds/`.
+//! AWS rule that produces it. The policies are written out inline in each case.
 
 use serde_json::{Value, json};
 

@@ -1,21 +1,19 @@
-//! The consumer side's AWS edge: read-only lookups for `amikey grant`, `doctor` and `policy`
-//! (published parameters and their history, regions, keys and their replicas, grants, key
-//! policies, the AMI as the consumer sees it, launch-template block devices) and the two grant
-//! writes ([`create_grant`], [`retire_grant`]), one call each.
+//! Single AWS reads, one call (or one paginated listing) each: published parameters and their
+//! history, regions, keys and their replicas, grants, key policies, the AMI as the consumer sees
+//! it, launch-template block devices. Writes are [`super::apply`]'s.
 //!
 //! No decisions here: what to grant, what is stale and what is broken are decided in
 //! [`crate::core::grants`], [`crate::core::doctor`] and [`crate::core::policy`].
 
 use std::collections::BTreeMap;
 
-use aws_sdk_kms::types::GrantOperation;
-
 use super::clients::Aws;
 use super::error::AwsError;
+use crate::core::facts::{BlockDevice, ImageFacts, KeyManager, SnapshotFacts};
 use crate::core::grants::ExistingGrant;
-use crate::core::policy::arn_region;
+use crate::core::ids::arn_region;
 
-/// Every region EC2 offers this account (DescribeRegions in the home region), sorted.
+/// The regions enabled for this account (DescribeRegions in the home region), sorted.
 pub async fn describe_regions(aws: &Aws) -> Result<Vec<String>, AwsError> {
     let region = aws.home_region.clone();
     let out = aws
@@ -63,20 +61,25 @@ pub async fn parameter_history(aws: &Aws, region: &str, name: &str) -> Result<Ve
     Ok(values)
 }
 
-/// What DescribeKey tells the consumer about one key.
+/// What DescribeKey tells about one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     /// The key ARN.
     pub arn: String,
-    /// `AWS` for AWS managed keys.
-    pub aws_managed: bool,
+    /// The key id (`1234abcd-…` or `mrk-…`).
+    pub key_id: String,
+    /// `KeyManager`.
+    pub manager: KeyManager,
     /// `KeyState`.
     pub state: String,
+    /// `MultiRegion`.
+    pub multi_region: bool,
     /// Multi-Region: every replica's (and the primary's) region → ARN.
     pub replicas: BTreeMap<String, String>,
 }
 
-/// DescribeKey of `key` (an ARN; another account's key needs one) in its region.
+/// DescribeKey of `key` (a key id, alias or ARN; another account's key needs an ARN) in
+/// `region`. A missing answer is a `NotFoundException` error, like a missing key.
 pub async fn describe_key(aws: &Aws, region: &str, key: &str) -> Result<KeyInfo, AwsError> {
     let out = aws
         .kms(region)
@@ -108,11 +111,24 @@ pub async fn describe_key(aws: &Aws, region: &str, key: &str) -> Result<KeyInfo,
         replicas.entry(arn_region(&arn).unwrap_or(region).to_string()).or_insert_with(|| arn.clone());
     }
     Ok(KeyInfo {
-        aws_managed: m.key_manager().is_some_and(|k| k.as_str() == "AWS"),
+        key_id: m.key_id().to_string(),
+        manager: if m.key_manager().is_some_and(|k| k.as_str() == "AWS") {
+            KeyManager::Aws
+        } else {
+            KeyManager::Customer
+        },
         state: m.key_state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "Unknown".into()),
+        multi_region: m.multi_region().unwrap_or(false),
         arn,
         replicas,
     })
+}
+
+/// The first alias name (`alias/…`, sorted) of `key_id` (ListAliases); None when it has none or
+/// the listing is refused.
+pub async fn first_alias(aws: &Aws, region: &str, key_id: &str) -> Option<String> {
+    let out = aws.kms(region).list_aliases().key_id(key_id).send().await.ok()?;
+    out.aliases().iter().filter_map(|a| a.alias_name()).min().map(str::to_string)
 }
 
 /// ListGrants on `key_arn` for `grantee_arn` (every page).
@@ -158,112 +174,95 @@ pub async fn get_key_policy(aws: &Aws, region: &str, key: &str) -> Result<String
     Ok(out.policy().unwrap_or_default().to_string())
 }
 
-/// CreateGrant with a deterministic `Name` (a retry returns the same grant) and the caller's
-/// account as retiring principal (so `--retire-stale` can retire it later). Returns the id.
-pub async fn create_grant(
-    aws: &Aws,
-    region: &str,
-    key_arn: &str,
-    grantee_arn: &str,
-    operations: &[String],
-    name: &str,
-    retiring_account: &str,
-) -> Result<String, AwsError> {
-    let ops: Vec<GrantOperation> = operations.iter().map(|o| GrantOperation::from(o.as_str())).collect();
-    let out = aws
-        .kms(region)
-        .create_grant()
-        .key_id(key_arn)
-        .grantee_principal(grantee_arn)
-        .set_operations(Some(ops))
-        .name(name)
-        .retiring_principal(format!("arn:aws:iam::{retiring_account}:root"))
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("CreateGrant", region, e))?;
-    Ok(out.grant_id().unwrap_or_default().to_string())
-}
-
-/// RetireGrant `grant_id` on `key_arn`.
-pub async fn retire_grant(aws: &Aws, region: &str, key_arn: &str, grant_id: &str) -> Result<(), AwsError> {
-    aws.kms(region)
-        .retire_grant()
-        .key_id(key_arn)
-        .grant_id(grant_id)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("RetireGrant", region, e))?;
-    Ok(())
-}
-
-/// One AMI as the consumer sees it: the image (None when not visible) and, per EBS mapping,
-/// (device, snapshot id, `Encrypted` from the mapping).
-#[derive(Debug, Clone, Default)]
-pub struct SeenImage {
-    /// `State`, `OwnerId`, `Name`, `DeprecationTime`.
-    pub image: Option<crate::core::doctor::ImageFacts>,
-    /// (device, snapshot, encrypted) per EBS mapping, in mapping order.
-    pub mappings: Vec<(String, String, Option<bool>)>,
-}
-
-/// DescribeImages for `ami` in `region` as this identity.
-pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<SeenImage, AwsError> {
+/// DescribeImages for one AMI as this identity; None when it does not exist or is not visible
+/// (also for a malformed id: AWS answers `InvalidAMIID.Malformed` for ids it cannot parse).
+pub async fn describe_image(aws: &Aws, region: &str, ami: &str) -> Result<Option<ImageFacts>, AwsError> {
     let out = match aws.ec2(region).describe_images().image_ids(ami).send().await {
         Ok(o) => o,
         Err(e) => {
             let err = AwsError::from_sdk("DescribeImages", region, e);
             if err.is_not_found() || err.code.as_deref() == Some("InvalidAMIID.Malformed") {
-                return Ok(SeenImage::default());
+                return Ok(None);
             }
             return Err(err);
         }
     };
-    let Some(i) = out.images().iter().find(|i| i.image_id() == Some(ami)) else {
-        return Ok(SeenImage::default());
-    };
-    Ok(SeenImage {
-        image: Some(crate::core::doctor::ImageFacts {
-            state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
-            owner_id: i.owner_id().unwrap_or_default().to_string(),
-            name: i.name().map(str::to_string),
-            deprecation_time: i.deprecation_time().map(str::to_string),
-        }),
-        mappings: i
+    Ok(out.images().iter().find(|i| i.image_id() == Some(ami)).map(image_facts))
+}
+
+/// One DescribeImages entry as [`ImageFacts`].
+pub fn image_facts(i: &aws_sdk_ec2::types::Image) -> ImageFacts {
+    ImageFacts {
+        ami_id: i.image_id().unwrap_or_default().to_string(),
+        state: i.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
+        owner: i.owner_id().map(str::to_string),
+        public: i.public().unwrap_or(false),
+        block_devices: i
             .block_device_mappings()
             .iter()
-            .filter_map(|b| {
-                let ebs = b.ebs()?;
-                Some((
-                    b.device_name().unwrap_or("?").to_string(),
-                    ebs.snapshot_id()?.to_string(),
-                    ebs.encrypted(),
-                ))
+            .map(|b| BlockDevice {
+                device_name: b.device_name().unwrap_or("?").to_string(),
+                snapshot_id: b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string),
+                encrypted: b.ebs().and_then(|e| e.encrypted()),
             })
             .collect(),
+        name: i.name().map(str::to_string),
+        description: i.description().map(str::to_string),
+        creation_date: i.creation_date().map(str::to_string),
+        deprecation_time: i.deprecation_time().map(str::to_string),
+        deregistration_protection: i.deregistration_protection().map(str::to_string),
+    }
+}
+
+fn snapshot_facts(s: &aws_sdk_ec2::types::Snapshot) -> Option<(String, SnapshotFacts)> {
+    s.snapshot_id().map(|id| {
+        (
+            id.to_string(),
+            SnapshotFacts {
+                snapshot_id: id.to_string(),
+                encrypted: s.encrypted().unwrap_or(false),
+                kms_key_id: s.kms_key_id().map(str::to_string),
+            },
+        )
     })
 }
 
-/// DescribeSnapshots one id at a time (a snapshot not shared for create-volume is simply not
-/// visible cross-account, and one hidden id must not hide the others): id → (encrypted, key).
+/// DescribeSnapshots for several ids in one call; when AWS answers NotFound (one id is gone, or
+/// not visible to this account), [`describe_snapshots_each`] so the others are still seen. Ids
+/// that do not exist are left out.
 pub async fn describe_snapshots(
     aws: &Aws,
     region: &str,
     ids: &[String],
-) -> Result<BTreeMap<String, (bool, Option<String>)>, AwsError> {
+) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    match aws.ec2(region).describe_snapshots().set_snapshot_ids(Some(ids.to_vec())).send().await {
+        Ok(out) => Ok(out.snapshots().iter().filter_map(snapshot_facts).collect()),
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribeSnapshots", region, e);
+            if !err.is_not_found() {
+                return Err(err);
+            }
+            describe_snapshots_each(aws, region, ids).await
+        }
+    }
+}
+
+/// DescribeSnapshots one id at a time, tolerating NotFound (a snapshot not shared for
+/// create-volume is simply not visible cross-account, and one hidden id must not hide the
+/// others). Ids that do not exist or are not visible are left out.
+pub async fn describe_snapshots_each(
+    aws: &Aws,
+    region: &str,
+    ids: &[String],
+) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
     let ec2 = aws.ec2(region);
     let mut found = BTreeMap::new();
     for id in ids {
         match ec2.describe_snapshots().snapshot_ids(id).send().await {
-            Ok(out) => {
-                for s in out.snapshots() {
-                    if let Some(sid) = s.snapshot_id() {
-                        found.insert(
-                            sid.to_string(),
-                            (s.encrypted().unwrap_or(false), s.kms_key_id().map(str::to_string)),
-                        );
-                    }
-                }
-            }
+            Ok(out) => found.extend(out.snapshots().iter().filter_map(snapshot_facts)),
             Err(e) => {
                 let err = AwsError::from_sdk("DescribeSnapshots", region, e);
                 if !err.is_not_found() {

@@ -1,5 +1,6 @@
-//! The composer of `check` and `publish`: gathers facts from AWS, runs the pure verify and plan
-//! of [`crate::core`], applies the plan. Used by the CLI and by the Packer post-processor alike.
+//! The producer side, counterpart of [`crate::consumer`]: composes `check`, `publish` and
+//! `preflight`. Gathers facts from AWS, runs the pure verify and plan of [`crate::core`], applies
+//! the plan. Used by the CLI and by the Packer post-processor alike.
 //!
 //! Order of work: validate input (nothing called on bad input) → gather every region in
 //! parallel (for `publish`, the sharing state and the account id in the same waves) → verify →
@@ -61,7 +62,7 @@ impl Progress for Quiet {
 
 /// Why a run could not produce a report.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum ProducerError {
     /// Configuration or input is invalid; nothing was called.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Input(Vec<String>),
@@ -73,10 +74,10 @@ pub enum EngineError {
     Cancelled,
 }
 
-impl EngineError {
+impl ProducerError {
     /// True for bad input (as opposed to AWS trouble).
     pub fn is_input(&self) -> bool {
-        matches!(self, EngineError::Input(_))
+        matches!(self, ProducerError::Input(_))
     }
 }
 
@@ -125,8 +126,8 @@ pub async fn run(
     opts: RunOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-) -> Result<Report, EngineError> {
-    let intent = intent::build(settings, amis).map_err(EngineError::Input)?;
+) -> Result<Report, ProducerError> {
+    let intent = intent::build(settings, amis).map_err(ProducerError::Input)?;
     let first_region = amis.regions().next().unwrap_or("us-east-1").to_string();
     let aws = Aws::connect(&AwsOptions::from_settings(settings), &first_region).await;
     run_with(&aws, &intent, opts, progress, cancel).await
@@ -139,7 +140,7 @@ pub async fn run_with(
     opts: RunOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-) -> Result<Report, EngineError> {
+) -> Result<Report, ProducerError> {
     let command = match opts.mode {
         Mode::Check => "check",
         Mode::Publish => "publish",
@@ -187,7 +188,7 @@ pub async fn run_with(
     };
     let (gathered, account) = tokio::select! {
         g = gather_all => g,
-        () = cancel.cancelled() => return Err(EngineError::Cancelled),
+        () = cancel.cancelled() => return Err(ProducerError::Cancelled),
     };
     let mut facts: Vec<RegionFacts> = Vec::new();
     let mut sharing: Vec<Result<(), AwsError>> = Vec::new();
@@ -202,7 +203,7 @@ pub async fn run_with(
         }
     }
     if facts.is_empty() && !failed.is_empty() {
-        return Err(EngineError::Gather(failed.into_iter().map(|(_, e)| e).collect()));
+        return Err(ProducerError::Gather(failed.into_iter().map(|(_, e)| e).collect()));
     }
     let reports: Vec<RegionReport> = facts.iter().map(|f| verify::verify_region(intent, f)).collect();
     for r in &reports {
@@ -222,7 +223,7 @@ pub async fn run_with(
     }
     let account = match account {
         Some(Ok(a)) => a,
-        Some(Err(e)) => return Err(EngineError::Gather(vec![e])),
+        Some(Err(e)) => return Err(ProducerError::Gather(vec![e])),
         None => String::new(),
     };
 
@@ -307,6 +308,9 @@ pub async fn run_with(
             }
         }
     }
+    if !opts.dry_run {
+        crate::lifecycle::read_back(aws, intent, &mut actions).await;
+    }
     for (region, e) in &failed {
         let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
         for (acct, kind, target) in plan::unread_region_items(intent, &ami) {
@@ -339,7 +343,11 @@ pub async fn run_with(
 /// gather waves), evaluated for `ami_users` ∪ `publish_accounts` by
 /// [`crate::core::policy::publish_check`]; `warn` adds report warnings, `fail` adds
 /// `KEY_POLICY_DENIES_CONSUMER` findings (so nothing is written).
-fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report) -> Result<(), EngineError> {
+fn key_policy_check(
+    intent: &Intent,
+    facts: &[RegionFacts],
+    report: &mut Report,
+) -> Result<(), ProducerError> {
     use crate::core::config::PolicyCheck;
     if !gather::wants_key_policy(intent) {
         return Ok(());
@@ -353,6 +361,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut key_policy_warnings = Vec::new();
     for (f, r) in facts.iter().zip(report.regions.iter_mut()) {
         if !r.findings.is_empty() {
             continue;
@@ -361,7 +370,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
         match policy {
             Ok(text) => {
                 let (w, found) = crate::core::policy::publish_check(&r.region, &r.ami_id, &key, text, &accounts, fail);
-                report.warnings.extend(w);
+                key_policy_warnings.extend(w);
                 r.findings.extend(found);
             }
             Err(e) if !fail => report.warnings.push(format!(
@@ -369,7 +378,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
                 r.region
             )),
             Err(e) => {
-                return Err(EngineError::Gather(vec![AwsError {
+                return Err(ProducerError::Gather(vec![AwsError {
                     operation: "GetKeyPolicy",
                     region: r.region.clone(),
                     account: None,
@@ -380,6 +389,7 @@ fn key_policy_check(intent: &Intent, facts: &[RegionFacts], report: &mut Report)
             }
         }
     }
+    report.add_key_policy_warnings(key_policy_warnings);
     Ok(())
 }
 
@@ -468,7 +478,7 @@ pub fn targets_from_settings(settings: &Settings, regions: &[String]) -> Vec<Pre
 
 /// Runs `preflight` for `regions` (sorted, deduplicated by the caller) with `settings`' keys
 /// and `settings.ami_users` as consumers.
-pub async fn preflight(settings: &Settings, regions: &[String]) -> Result<PreflightReport, EngineError> {
+pub async fn preflight(settings: &Settings, regions: &[String]) -> Result<PreflightReport, ProducerError> {
     preflight_targets(settings, &targets_from_settings(settings, regions), &settings.ami_users, Vec::new())
         .await
 }
@@ -481,7 +491,7 @@ pub async fn preflight_targets(
     targets: &[PreflightTarget],
     consumers: &[String],
     extra: Vec<crate::core::preflight::PreflightFinding>,
-) -> Result<PreflightReport, EngineError> {
+) -> Result<PreflightReport, ProducerError> {
     let mut targets = targets.to_vec();
     targets.sort();
     targets.dedup_by(|a, b| a.region == b.region);
@@ -498,7 +508,7 @@ pub async fn preflight_targets(
         errors.push("no regions to check: pass --regions, or set region / region_kms_key_ids".into());
     }
     for k in targets.iter().filter_map(|t| t.key.as_ref()) {
-        if !intent::is_key_ref(k) {
+        if !crate::core::ids::is_key_ref(k) {
             errors.push(format!(
                 "{k:?} is not a KMS key reference (key id, mrk- id, alias/NAME, key or alias ARN)"
             ));
@@ -508,14 +518,14 @@ pub async fn preflight_targets(
     consumers.sort();
     consumers.dedup();
     for a in &consumers {
-        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+        if !crate::core::ids::is_account_id(a) {
             errors.push(format!("ami_users entry {a:?} is not a 12-digit account id"));
         }
     }
     errors.sort();
     errors.dedup();
     if !errors.is_empty() {
-        return Err(EngineError::Input(errors));
+        return Err(ProducerError::Input(errors));
     }
     let aws = Aws::connect(&AwsOptions::from_settings(settings), &targets[0].region).await;
     let results = join_all(
@@ -531,7 +541,7 @@ pub async fn preflight_targets(
         }
     }
     if !errs.is_empty() {
-        return Err(EngineError::Gather(errs));
+        return Err(ProducerError::Gather(errs));
     }
     for f in extra {
         if let Some(r) = out.iter_mut().find(|r| r.region == f.region) {

@@ -1,0 +1,105 @@
+//! Real modern Packer drives amikey: Packer 1.9.4 (the newest MPL-2.0 Packer the Go module
+//! proxy serves; built from source by `scripts/setup` as `packer-1.9.4`) with amikey installed
+//! where `required_plugins` wants it, on the moto emulator. The builder is 1.9.4's bundled
+//! amazon plugin (v1.2.1), or packer-plugin-amazon v1.8.2 installed as an external plugin
+//! (`packer-plugin-amazon_v1.8.2`, also built by `scripts/setup`), which then replaces the
+//! bundled `amazon-ebs`.
+//!
+//! The scenarios and their machinery are `packer_e2e.rs`'s, which runs the same ones on Packer
+//! 1.6.6 with the legacy plugin name: the migration pair of templates, one build.
+
+use crate::packer_e2e::*;
+
+/// The 1.7+ example is the 1.6.6 example plus the `packer { required_plugins }` block (and its
+/// own header comment): the migration is exactly that block.
+#[test]
+fn the_modern_example_is_the_legacy_one_plus_required_plugins() {
+    /// Without the leading comment: the code.
+    fn body(text: &str) -> String {
+        let code: Vec<&str> =
+            text.lines().skip_while(|l| l.starts_with('#') || l.trim().is_empty()).collect();
+        code.join("\n")
+    }
+    let legacy = body(&example(LEGACY_HCL));
+    let modern = body(&example(MODERN_HCL));
+    let block = "packer {\n  required_plugins {\n    amikey = {\n      source  = \"github.com/amikey/amikey\"\n      version = \">= 0.1.0\"\n    }\n  }\n}";
+    assert!(
+        modern.starts_with(block),
+        "{MODERN_HCL} should start with the required_plugins block:\n{modern}"
+    );
+    assert_eq!(
+        modern[block.len()..].trim(),
+        legacy,
+        "{MODERN_HCL} and {LEGACY_HCL} differ beyond the packer block"
+    );
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4")]
+fn required_plugins_install_inits_offline_and_validates() {
+    let p = Packer::v1_9_4(false);
+    let mut keys = std::collections::BTreeMap::new();
+    for r in REGIONS {
+        keys.insert(r.to_string(), "alias/amikey-demo".to_string());
+    }
+    let w = Workdir::new(&p, "http://127.0.0.1:9", &keys);
+    let (version, api) = describe(std::path::Path::new(PLUGIN));
+    let bin = format!("github.com/amikey/amikey/packer-plugin-amikey_v{version}_{api}_linux_amd64");
+    assert_eq!(w.plugin_files(), [bin.clone(), format!("{bin}_SHA256SUM")]);
+    w.write("amazon-ebs.pkr.hcl", &example(MODERN_HCL));
+    assert_init_is_offline_noop(&w, "amazon-ebs.pkr.hcl");
+    assert_validates(&w, "amazon-ebs.pkr.hcl");
+    // Packer found amikey through required_plugins' layout and started it as a component of a
+    // multi-component plugin, after asking it to describe itself.
+    let log = w.log("validate.log");
+    assert!(log.contains("packer-plugin-amikey_v") && log.contains("start post-processor"), "{log}");
+
+    // A checksum that does not match: Packer ignores the binary, and the template no longer
+    // validates, naming the missing plugin.
+    std::fs::write(w.path(&format!("plugins/{bin}_SHA256SUM")), "00".repeat(32)).unwrap();
+    let v = w.run(&["validate", "-var-file=vars.json", "amazon-ebs.pkr.hcl"], "validate-bad.log");
+    assert!(!v.status.success(), "validate passed with a bad checksum:\n{}", v.text);
+    assert!(v.text.contains("amikey"), "{}", v.text);
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn bundled_amazon_ebs_build_verifies_shares_and_publishes_in_three_regions() {
+    good_hcl2_build(&Packer::v1_9_4(false));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn bundled_amazon_ebs_region_left_on_aws_ebs_fails_naming_region_and_snapshot() {
+    aws_managed_build(&Packer::v1_9_4(false));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn bundled_amazon_ebs_on_violation_warn_keeps_the_amis() {
+    warn_build(&Packer::v1_9_4(false));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn legacy_json_template_builds_on_1_9_4() {
+    json_build(&Packer::v1_9_4(false));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn sigint_while_amikey_verifies_cancels_cleanly() {
+    sigint_while_verifying(&Packer::v1_9_4(false));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn sigint_while_amikey_writes_cancels_cleanly() {
+    sigint_while_writing(&Packer::v1_9_4(false));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, packer-plugin-amazon v1.8.2, moto")]
+fn current_amazon_plugin_region_left_on_aws_ebs_fails_naming_region_and_snapshot() {
+    aws_managed_build(&Packer::v1_9_4(true));
+}
