@@ -31,7 +31,7 @@ use crate::core::copy::{
     MAX_CONCURRENT_COPIES, SOURCE_IMAGE_PARAMETER, WaitStep,
 };
 use crate::core::plan::Write;
-use crate::producer::{ProducerError, Mode, Progress, Quiet, RunOptions};
+use crate::producer::{Mode, ProducerError, Progress, Quiet, RunOptions};
 
 /// Options of one copy run.
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +46,8 @@ impl CopyOptions {
     /// From `copy_timeout` (default two hours).
     pub fn from_settings(s: &Settings, dry_run: bool) -> Result<CopyOptions, ProducerError> {
         let timeout = match &s.copy_timeout {
-            Some(t) => {
-                core::parse_duration(t).map_err(|e| ProducerError::Input(vec![format!("copy_timeout: {e}")]))?
-            }
+            Some(t) => core::parse_duration(t)
+                .map_err(|e| ProducerError::Input(vec![format!("copy_timeout: {e}")]))?,
             None => core::DEFAULT_COPY_TIMEOUT,
         };
         Ok(CopyOptions { dry_run, timeout })

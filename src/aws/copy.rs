@@ -8,10 +8,8 @@ use futures::future::join_all;
 
 use super::clients::Aws;
 use super::error::AwsError;
+use super::gather::{describe_key, launch_permissions, snapshot_users};
 use super::read::{describe_image, describe_snapshots, image_facts};
-use super::gather::{
-    describe_key, launch_permissions, snapshot_users,
-};
 use crate::core::copy::{CopyFacts, CopyRequest, TAG_SOURCE_IMAGE};
 use crate::core::facts::{ImageFacts, KeyLookup, LaunchPermissions, SnapshotFacts};
 

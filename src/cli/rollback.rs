@@ -96,11 +96,11 @@ pub async fn run(a: RollbackArgs) -> Result<ExitCode, CliError> {
     });
     match lifecycle::rollback(&s, &target, &regions, a.dry_run, &progress, &cancel).await? {
         RollbackOutcome::Done(report) => {
-            output::print_report(&report, a.out.format);
+            output::print_report(&report, a.out.format, a.out.verbose > 0);
             Ok(if report.has_errors() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
         RollbackOutcome::Refused(report) => {
-            output::print_report(&report, a.out.format);
+            output::print_report(&report, a.out.format, a.out.verbose > 0);
             output::error(
                 "rollback refused: a target failed verification (or a region could not be read); nothing was changed",
             );

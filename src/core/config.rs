@@ -122,6 +122,8 @@ pub const FIELDS: &[Field] = &[
         Blocks(COPY_TO_FIELDS),
         "",
         "Repeated block: copy every AMI into a consumer account, encrypted with that account's own key, then verify and publish it there. Its account is implied in `ami_users` and `snapshot_users`. Keys below.",
+    ),
+    f(
         "deprecate_after",
         String,
         "",

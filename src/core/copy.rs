@@ -16,7 +16,8 @@ use serde::Serialize;
 use super::artifact::{AmiSet, valid_region};
 use super::config::CopyTo;
 use super::facts::{ImageFacts, KeyLookup, KeyManager, SnapshotFacts};
-use super::intent::{check_ssm_path, is_aws_managed_alias, is_key_ref};
+use super::ids::{arn_account, is_aws_managed_alias, is_key_ref};
+use super::intent::check_ssm_path;
 use super::policy::{CRYPTO_SID, Caller, Decision, Policy, Request, evaluate, generate_command};
 
 /// Tag on every copy (image and snapshots): the source AMI id. A re-run finds its copies by it.
@@ -361,14 +362,14 @@ fn dest_key_findings(item: &CopyItem, facts: &CopyFacts, out: &mut Vec<CopyFindi
                     ),
                 );
             }
-            if super::facts::arn_account(&key.arn).is_some_and(|ka| ka != a) {
+            if arn_account(&key.arn).is_some_and(|ka| ka != a) {
                 ok = false;
                 push(
                     CopyCode::DestKeyWrongAccount,
                     format!(
                         "{a} {r}: the destination key {k} resolves to {}, a key of account {}: the copy must be under a key account {a} owns (use an alias or key id, resolved in {a})",
                         key.arn,
-                        super::facts::arn_account(&key.arn).unwrap_or("?")
+                        arn_account(&key.arn).unwrap_or("?")
                     ),
                 );
             }
@@ -840,9 +841,13 @@ mod tests {
                 block_devices: vec![BlockDevice {
                     device_name: "/dev/xvda".into(),
                     snapshot_id: Some("snap-1".into()),
+                    encrypted: Some(true),
                 }],
                 name: Some("golden-1".into()),
                 description: Some("golden image".into()),
+                creation_date: None,
+                deprecation_time: None,
+                deregistration_protection: None,
             }),
             source_snapshots: [(
                 "snap-1".to_string(),

@@ -312,8 +312,6 @@ mod tests {
                 state: "available".into(),
                 owner: Some("111122223333".into()),
                 public: false,
-                name: None,
-                deprecation_time: None,
                 block_devices: snaps
                     .iter()
                     .map(|(d, s, _, _)| BlockDevice {

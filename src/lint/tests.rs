@@ -599,6 +599,8 @@ fn auto_var_file_precedence_matches_packer() {
     // A broken auto var file stops the lint (exit 2), as it stops Packer.
     write("d.auto.pkrvars.hcl", "k = [\n");
     assert!(matches!(lint_paths(&[d.to_path_buf()], &VarInputs::default()), Err(LintError::VarFile { .. })));
+}
+
 #[test]
 fn copy_to_blocks_are_known_and_their_keys_checked() {
     let good = ebs(

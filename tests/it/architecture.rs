@@ -79,7 +79,8 @@ fn lex(src: &str) -> Vec<Tok> {
                 }
             }
         } else if ch.is_ascii_digit() {
-            while i < c.len() && (ident_char(c[i]) || c[i] == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit))
+            while i < c.len()
+                && (ident_char(c[i]) || c[i] == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit))
             {
                 i += 1;
             }
@@ -368,7 +369,10 @@ fn refs(toks: &[Tok], module: &[String]) -> Refs {
             Tok::Sep => {
                 // A global path `::name::…` (extern crate), unless it is a tail (`x::<T>::y`).
                 if let Some(Tok::Ident(n)) = toks.get(i + 1)
-                    && !matches!(i.checked_sub(1).and_then(|k| toks.get(k)), Some(Tok::Ident(_) | Tok::Punct('>')))
+                    && !matches!(
+                        i.checked_sub(1).and_then(|k| toks.get(k)),
+                        Some(Tok::Ident(_) | Tok::Punct('>'))
+                    )
                 {
                     r.paths.insert(n.clone());
                 }
@@ -460,7 +464,12 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 fn check_layer(layer: &Layer) -> Vec<String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = rust_files(&src.join(layer.dir));
-    assert!(files.len() >= 3, "src/{} holds only {} Rust files: is the layout still right?", layer.dir, files.len());
+    assert!(
+        files.len() >= 3,
+        "src/{} holds only {} Rust files: is the layout still right?",
+        layer.dir,
+        files.len()
+    );
     // Files that a `#[cfg(test)] mod x;` declares are test code.
     let mut test_files = BTreeSet::new();
     let mut parsed = Vec::new();
@@ -494,7 +503,11 @@ fn check_layer(layer: &Layer) -> Vec<String> {
 #[test]
 fn wire_imports_nothing_of_the_crate_outside_wire_and_no_aws() {
     let v = check_layer(&WIRE);
-    assert!(v.is_empty(), "src/wire crosses its layer (it may use only crate::wire and no AWS crate):\n{}", v.join("\n"));
+    assert!(
+        v.is_empty(),
+        "src/wire crosses its layer (it may use only crate::wire and no AWS crate):\n{}",
+        v.join("\n")
+    );
 }
 
 #[test]
@@ -513,7 +526,8 @@ fn core_does_no_io_no_async_no_aws_and_imports_only_core() {
 fn the_checker_catches_each_way_of_crossing_a_layer() {
     let core: Vec<String> = vec!["core".into(), "verify".into()];
     let wire: Vec<String> = vec!["wire".into(), "mux".into()];
-    let check = |layer: &Layer, module: &[String], src: &str| violations(layer, &refs(&lex(src), module).paths);
+    let check =
+        |layer: &Layer, module: &[String], src: &str| violations(layer, &refs(&lex(src), module).paths);
     // Caught.
     for (layer, module, src, want) in [
         (&CORE, &core, "use tokio::sync::mpsc;", "tokio::sync::mpsc"),
@@ -538,14 +552,26 @@ fn the_checker_catches_each_way_of_crossing_a_layer() {
     // Not crossings.
     for (layer, module, src) in [
         (&CORE, &core, "// use tokio::net;\n/* std::fs::read */ fn f() {}"),
-        (&CORE, &core, "const S: &str = \"crate::aws tokio::spawn std::fs\"; const R: &str = r#\"std::net\"#;"),
+        (
+            &CORE,
+            &core,
+            "const S: &str = \"crate::aws tokio::spawn std::fs\"; const R: &str = r#\"std::net\"#;",
+        ),
         (&CORE, &core, "fn f<'a>(x: &'a str) -> char { let _ = b'\"'; '\"' }"),
         (&CORE, &core, "use std::{collections::BTreeMap, fmt::Write as _, io::Read};"),
         (&CORE, &core, "use super::artifact::AmiSet; use crate::core::config::FIELDS; use self::x::Y;"),
-        (&CORE, &core, "#[cfg(test)]\nmod tests { use std::fs; use crate::aws; #[tokio::test] async fn t() {} }"),
+        (
+            &CORE,
+            &core,
+            "#[cfg(test)]\nmod tests { use std::fs; use crate::aws; #[tokio::test] async fn t() {} }",
+        ),
         (&CORE, &core, "#[cfg(test)]\n#[allow(dead_code)]\nfn helper() { std::fs::read(\"x\").unwrap(); }"),
         (&CORE, &core, "fn f() { let v: Vec<u8> = Vec::<u8>::new(); let _ = serde_json::to_string(&v); }"),
-        (&WIRE, &wire, "use super::codec::{self, Frame}; use crate::wire::cty; use tokio::net::UnixListener;"),
+        (
+            &WIRE,
+            &wire,
+            "use super::codec::{self, Frame}; use crate::wire::cty; use tokio::net::UnixListener;",
+        ),
     ] {
         let got = check(layer, module, src);
         assert!(got.is_empty(), "{src:?}: flagged {got:?}");

@@ -23,7 +23,8 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// The producer's key policy: its own root, plus the consumer statements for `consumers`.
 fn allow_consumers(consumers: &[&str]) -> String {
-    let accounts = amikey::core::policy::Consumers::Accounts(consumers.iter().map(|c| c.to_string()).collect());
+    let accounts =
+        amikey::core::policy::Consumers::Accounts(consumers.iter().map(|c| c.to_string()).collect());
     let mut stmts = amikey::core::policy::generate(&accounts, None).unwrap();
     stmts.push(serde_json::json!({"Sid": "root", "Effect": "Allow",
         "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "kms:*", "Resource": "*"}));
@@ -111,7 +112,13 @@ fn consumer_keys(m: &Moto, account: &str) -> BTreeMap<String, String> {
 fn param(m: &Moto, account: &str, region: &str, name: &str) -> Option<String> {
     block_on(async {
         let aws = m.aws(Some(account)).await;
-        aws.ssm(region).get_parameter().name(name).send().await.ok().and_then(|o| o.parameter()?.value().map(str::to_string))
+        aws.ssm(region)
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.parameter()?.value().map(str::to_string))
     })
 }
 
@@ -124,7 +131,10 @@ fn copies_of(m: &Moto, account: &str, region: &str, source: &str) -> Vec<String>
             .describe_images()
             .owners("self")
             .filters(
-                aws_sdk_ec2::types::Filter::builder().name("tag:amikey:source-image-id").values(source).build(),
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:amikey:source-image-id")
+                    .values(source)
+                    .build(),
             )
             .send()
             .await
@@ -137,9 +147,9 @@ fn copies_of(m: &Moto, account: &str, region: &str, source: &str) -> Vec<String>
 fn snapshot_keys(m: &Moto, account: &str, region: &str, ami: &str) -> Vec<Option<String>> {
     block_on(async {
         let aws = m.aws(Some(account)).await;
-        let img = amikey::aws::gather::describe_image(&aws, region, ami).await.unwrap().unwrap();
+        let img = amikey::aws::read::describe_image(&aws, region, ami).await.unwrap().unwrap();
         let ids: Vec<String> = img.block_devices.iter().filter_map(|b| b.snapshot_id.clone()).collect();
-        let snaps = amikey::aws::gather::describe_snapshots(&aws, region, &ids).await.unwrap();
+        let snaps = amikey::aws::read::describe_snapshots(&aws, region, &ids).await.unwrap();
         snaps.values().map(|s| s.encrypted.then(|| s.kms_key_id.clone()).flatten()).collect()
     })
 }
@@ -195,7 +205,11 @@ fn three_regions_into_two_accounts_each_under_its_own_key_then_a_rerun_changes_n
             assert_eq!(copies.len(), 1, "{account} {r}: {copies:?}");
             let copy = &copies[0];
             // Every snapshot of the copy under this account's own key in this region.
-            assert_eq!(snapshot_keys(&m, account, r, copy), vec![Some(per_region[r].clone())], "{account} {r}");
+            assert_eq!(
+                snapshot_keys(&m, account, r, copy),
+                vec![Some(per_region[r].clone())],
+                "{account} {r}"
+            );
             assert_eq!(param(&m, account, r, &format!("{PATH}/image_id")).as_deref(), Some(copy.as_str()));
             assert_eq!(param(&m, account, r, &format!("{PATH}/kms_key_arn")), Some(per_region[r].clone()));
             assert_eq!(param(&m, account, r, &format!("{PATH}/source_image_id")), Some(s.amis[r].clone()));
@@ -239,8 +253,16 @@ fn a_consumer_pulls_from_the_published_parameters_and_copies_on_its_own() {
     });
     let pull = || {
         let mut c = crate::consumer::as_consumer(&m);
-        c.args(["copy", "--from-ssm-path", PATH, "--regions", "eu-west-1,us-east-1", "--kms-key-id", "alias/mine"])
-            .args(["--ssm-path", "/images/golden-local", "--format", "json"]);
+        c.args([
+            "copy",
+            "--from-ssm-path",
+            PATH,
+            "--regions",
+            "eu-west-1,us-east-1",
+            "--kms-key-id",
+            "alias/mine",
+        ])
+        .args(["--ssm-path", "/images/golden-local", "--format", "json"]);
         c
     };
     let (code, out, err) = run(&mut pull());
@@ -311,11 +333,22 @@ fn each_precondition_failure_is_a_finding_and_touches_nothing_in_that_account() 
     let report = json(&out);
     let mut by_account: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in report["items"].as_array().unwrap() {
-        let codes: Vec<String> =
-            i["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap().to_string()).collect();
+        let codes: Vec<String> = i["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect();
         for f in i["findings"].as_array().unwrap() {
             let msg = f["message"].as_str().unwrap();
-            assert!(msg.starts_with(&format!("{} {}: ", i["account"].as_str().unwrap(), i["region"].as_str().unwrap())), "{msg}");
+            assert!(
+                msg.starts_with(&format!(
+                    "{} {}: ",
+                    i["account"].as_str().unwrap(),
+                    i["region"].as_str().unwrap()
+                )),
+                "{msg}"
+            );
         }
         by_account.entry(i["account"].as_str().unwrap().to_string()).or_default().extend(codes);
     }
@@ -329,11 +362,18 @@ fn each_precondition_failure_is_a_finding_and_touches_nothing_in_that_account() 
     expect(NO_KEY, "DEST_KEY_NOT_FOUND");
     expect(DISABLED, "DEST_KEY_NOT_ENABLED");
     expect(NO_POLICY, "SOURCE_KEY_POLICY_DENIES");
-    assert!(out.contains(&format!("amikey policy generate --consumer-account {NO_POLICY} --key arn:aws:kms:")), "{out}");
+    assert!(
+        out.contains(&format!("amikey policy generate --consumer-account {NO_POLICY} --key arn:aws:kms:")),
+        "{out}"
+    );
     // The good account got its copies; the others nothing at all.
     assert_eq!(count(&m, "CopyImage", Some(GOOD)), 3);
     for a in [NO_LAUNCH, NO_SNAPSHOT, NO_KEY, DISABLED, NO_POLICY] {
-        assert_eq!(count(&m, "CopyImage", Some(a)) + count(&m, "PutParameter", Some(a)), 0, "{a} was written");
+        assert_eq!(
+            count(&m, "CopyImage", Some(a)) + count(&m, "PutParameter", Some(a)),
+            0,
+            "{a} was written"
+        );
         for r in REGIONS {
             assert!(copies_of(&m, a, r, &s.amis[r]).is_empty());
         }
@@ -341,7 +381,15 @@ fn each_precondition_failure_is_a_finding_and_touches_nothing_in_that_account() 
     // Bad input: nothing is called.
     m.clear_calls();
     let (code, _, err) = run(m.amikey().args([
-        "copy", "--artifact", &s.artifact, "--account", "12345", "--role-name", "r", "--kms-key-id", "alias/aws/ebs",
+        "copy",
+        "--artifact",
+        &s.artifact,
+        "--account",
+        "12345",
+        "--role-name",
+        "r",
+        "--kms-key-id",
+        "alias/aws/ebs",
     ]));
     assert_eq!(code, 2);
     assert!(err.contains("not a 12-digit account id"), "{err}");
@@ -357,7 +405,9 @@ fn sigkill_mid_run_then_a_rerun_converges_without_duplicates() {
     consumer_keys(&m, OTHER);
     let relay = Relay::start(&m, &["--delay", "150-300", "--seed", "7"]);
     let mut cmd = copy_cmd(&m, &s.artifact, &[CONSUMER, OTHER]);
-    cmd.env("AWS_ENDPOINT_URL", &relay.endpoint).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    cmd.env("AWS_ENDPOINT_URL", &relay.endpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
     // Kill as soon as the first copy has been started, while the others are in flight or not yet.
     let deadline = Instant::now() + Duration::from_secs(120);

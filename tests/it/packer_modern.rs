@@ -103,3 +103,58 @@ fn sigint_while_amikey_writes_cancels_cleanly() {
 fn current_amazon_plugin_region_left_on_aws_ebs_fails_naming_region_and_snapshot() {
     aws_managed_build(&Packer::v1_9_4(true));
 }
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, packer-plugin-amazon v1.8.2, moto")]
+fn current_amazon_plugin_build_verifies_shares_and_publishes_in_three_regions() {
+    good_hcl2_build(&Packer::v1_9_4(true));
+}
+
+/// The modern example with its keys taken from `data "amikey-preflight"` instead of variables:
+/// the data source resolves `alias/amikey-demo` in each region, and its `kms_key_arns` feed the
+/// builder's `kms_key_id` / `region_kms_key_ids` and amikey's own.
+fn preflight_fed(example_text: &str) -> String {
+    let data = "data \"amikey-preflight\" \"keys\" {\n  regions      = [\"us-east-1\", \"us-west-2\", \"eu-west-1\"]\n  kms_key_id   = \"alias/amikey-demo\"\n  access_key   = \"testing\"\n  secret_key   = \"testing\"\n  region       = \"us-east-1\"\n  endpoint_url = var.endpoint\n}\n\nsource \"amazon-ebs\" \"base\" {";
+    let arn = |r: &str| format!("data.amikey-preflight.keys.kms_key_arns[\"{r}\"]");
+    edit(
+        example_text,
+        &[
+            ("source \"amazon-ebs\" \"base\" {", data),
+            ("  kms_key_id   = var.kms_us_east_1\n", &format!("  kms_key_id   = {}\n", arn("us-east-1"))),
+            (
+                "  region_kms_key_ids = {\n    \"us-west-2\" = var.kms_us_west_2\n    \"eu-west-1\" = var.kms_eu_west_1\n  }\n",
+                &format!(
+                    "  region_kms_key_ids = {{\n    \"us-west-2\" = {}\n    \"eu-west-1\" = {}\n  }}\n",
+                    arn("us-west-2"),
+                    arn("eu-west-1")
+                ),
+            ),
+            (
+                "    kms_key_id = var.kms_us_east_1\n    region_kms_key_ids = {\n      \"us-west-2\" = var.kms_us_west_2\n      \"eu-west-1\" = var.kms_eu_west_1\n    }\n",
+                "    kms_key_id         = data.amikey-preflight.keys.kms_key_arns[\"us-east-1\"]\n    region_kms_key_ids = data.amikey-preflight.keys.kms_key_arns\n",
+            ),
+        ],
+    )
+}
+
+/// `data "amikey-preflight"` on Packer 1.9.4 (gob): its outputs are the keys of the same
+/// amazon-ebs build, which amikey then verifies against them and publishes.
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn preflight_outputs_feed_the_builds_keys_and_the_build_passes_verification() {
+    let p = Packer::v1_9_4(false);
+    let m = Moto::take();
+    let keys = seed_keys(&m);
+    let w = Workdir::new(&p, &m.endpoint, &keys);
+    let template = preflight_fed(&p.hcl_example());
+    assert!(!template.contains("var.kms_"), "every key comes from the data source:\n{template}");
+    w.write("fed.pkr.hcl", &template);
+    assert_validates(&w, "fed.pkr.hcl");
+    let b = w.build("fed.pkr.hcl");
+    assert!(b.status.success(), "build failed:\n{}\n{}", b.text, w.log("build.log"));
+    assert!(b.text.contains("amikey verified 3 AMI(s)"), "{}", b.text);
+    let log = w.log("build.log");
+    assert!(log.contains(r#""start", "datasource", "preflight"}"#), "{log}");
+    assert_plugin_did_not_panic(&w, "build.log");
+    assert_published(&m, &keys, "amikey-demo-base", "/amikey-demo/base", true);
+}

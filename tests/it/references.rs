@@ -96,7 +96,9 @@ fn unresolved(rel: &Path, text: &str, tops: &[String], md_names: &[String]) -> V
         // URLs cite other repositories and sites.
         while let Some(start) = l.find("://") {
             let begin = l[..start].rfind(|c: char| !c.is_ascii_alphanumeric()).map_or(0, |b| b + 1);
-            let end = l[start..].find(|c: char| c.is_whitespace() || ")>\"'`]".contains(c)).map_or(l.len(), |e| start + e);
+            let end = l[start..]
+                .find(|c: char| c.is_whitespace() || ")>\"'`]".contains(c))
+                .map_or(l.len(), |e| start + e);
             l.replace_range(begin..end, " ");
         }
         for w in words(&l) {
@@ -170,12 +172,20 @@ fn the_scanner_tells_citations_from_the_rest() {
     let rel = Path::new("src/wire/mux.rs");
     let miss = |text: &str| unresolved(rel, text, &tops, &md).into_iter().map(|(_, w)| w).collect::<Vec<_>>();
     assert_eq!(miss("// See PROTOCOL.md §3.1."), ["PROTOCOL.md"]);
-    assert_eq!(miss("// captures in tests/fixtures/wire/no-such-capture.txt"), ["tests/fixtures/wire/no-such-capture.txt"]);
-    assert_eq!(miss("include_str!(\"../../tests/fixtures/wire/nope.txt\")"), ["../../tests/fixtures/wire/nope.txt"]);
+    assert_eq!(
+        miss("// captures in tests/fixtures/wire/no-such-capture.txt"),
+        ["tests/fixtures/wire/no-such-capture.txt"]
+    );
+    assert_eq!(
+        miss("include_str!(\"../../tests/fixtures/wire/nope.txt\")"),
+        ["../../tests/fixtures/wire/nope.txt"]
+    );
     assert_eq!(miss(&["read ../sh", "ared/packer/NOTES.md"].concat()), ["../shared/packer/NOTES.md"]);
     assert!(miss("see docs/post-processor-amikey.md, README.md and src/wire/mux.rs.").is_empty());
     assert!(miss("include_str!(\"../../tests/fixtures/wire/gob-configspec-examples.txt\")").is_empty());
-    assert!(miss("https://github.com/hashicorp/packer/blob/main/PROTOCOL.md and rpc/mux_broker.go").is_empty());
+    assert!(
+        miss("https://github.com/hashicorp/packer/blob/main/PROTOCOL.md and rpc/mux_broker.go").is_empty()
+    );
     assert!(miss("format!(\"tests/fixtures/lint/bad/{}\", name); tests/*.rs").is_empty());
     assert!(machine_prefixes().iter().any(|p| ["x /wo", "rk/main y"].concat().contains(p.as_str())));
 }
