@@ -337,7 +337,7 @@ async fn retire_sharing(
             gather::launch_permissions(aws, region, id),
             join_all(img.snapshots.iter().map(|s| gather::snapshot_users(aws, region, s)))
         );
-        let entry = facts.images.get_mut(id).expect("present");
+        let Some(entry) = facts.images.get_mut(id) else { continue };
         entry.launch_permissions = lp?;
         for (s, u) in img.snapshots.iter().zip(users) {
             // A snapshot already deleted (a killed run) has nothing left to unshare.

@@ -121,7 +121,7 @@ pub const FIELDS: &[Field] = &[
         "copy_to",
         Blocks(COPY_TO_FIELDS),
         "",
-        "Repeated block: copy every AMI into a consumer account, encrypted with that account's own key, then verify and publish it there. Its account is implied in `ami_users` and `snapshot_users`. Keys below.",
+        "Repeated block: copy every AMI into a consumer account, encrypted with that account's own key, then verify and publish it there. Its account is implied in `ami_users` and `snapshot_users`. Packer 1.7+ in HCL2 (Packer 1.6.x: JSON templates only). Keys below.",
     ),
     f(
         "deprecate_after",

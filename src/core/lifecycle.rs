@@ -441,7 +441,7 @@ pub fn lineage(facts: &RetireFacts) -> Vec<String> {
         return v.into_iter().cloned().collect();
     }
     let mut h: Vec<&ParamVersion> = facts.history.iter().collect();
-    h.sort_by(|a, b| b.version.cmp(&a.version));
+    h.sort_by_key(|e| std::cmp::Reverse(e.version));
     let mut seen = BTreeSet::new();
     h.into_iter().filter(|p| seen.insert(p.value.clone())).map(|p| p.value.clone()).collect()
 }

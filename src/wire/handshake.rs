@@ -106,7 +106,15 @@ pub fn parse_args(
         Some(other) => return Err(format!("{HANDSHAKE_ENV}={other:?}: expected 3 or 4")),
     };
     match rest.as_slice() {
-        [] => Ok(Invocation::Serve { handshake: forced.unwrap_or(no_args), spec, name: None }),
+        [] => {
+            let handshake = forced.unwrap_or(no_args);
+            // Packer 1.6.x (the 3-field handshake) decodes a narrower gob ConfigSpec.
+            let spec = match (handshake, spec) {
+                (HandshakeVersion::Legacy3, SpecEncoding::Gob) => SpecEncoding::GobLegacy,
+                (_, spec) => spec,
+            };
+            Ok(Invocation::Serve { handshake, spec, name: None })
+        }
         ["describe"] => Ok(Invocation::Describe),
         ["--help" | "-h" | "help"] => Ok(Invocation::Help),
         ["start", "post-processor", name] => Ok(Invocation::Serve {
@@ -249,7 +257,11 @@ mod tests {
     fn argv_modes() {
         assert_eq!(
             parse_args(&[], None, L3).unwrap(),
-            Invocation::Serve { handshake: HandshakeVersion::Legacy3, spec: SpecEncoding::Gob, name: None }
+            Invocation::Serve {
+                handshake: HandshakeVersion::Legacy3,
+                spec: SpecEncoding::GobLegacy,
+                name: None
+            }
         );
         assert_eq!(
             parse_args(&args(&["start", "post-processor", "--protobuf", "amikey"]), None, L3).unwrap(),

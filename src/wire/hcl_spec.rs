@@ -61,11 +61,18 @@ pub struct BlockListSpec {
     pub nested: Vec<AttrSpec>,
 }
 
-/// How the ConfigSpec is encoded, decided by argv (`--protobuf`).
+/// How the ConfigSpec is encoded, decided by argv (`--protobuf`) and the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecEncoding {
     /// Go `encoding/gob`.
     Gob,
+    /// Go `encoding/gob` as Packer 1.6.x decodes it (the 3-field handshake): its RPC client
+    /// registers no `hcldec.ObjectSpec` for interface values (only `*hcldec.AttrSpec`,
+    /// `BlockSpec`, `BlockAttrsSpec`, `BlockListSpec`, `BlockObjectSpec`), so a repeated block
+    /// whose body is an object spec makes it panic ("name not registered for interface"). The
+    /// blocks are left out there: HCL2 templates on Packer 1.6.x cannot use them, JSON ones can
+    /// (docs/protocol.md §7).
+    GobLegacy,
     /// protobuf `Spec`.
     Protobuf,
 }
@@ -83,6 +90,7 @@ pub fn encode_spec_with_blocks(
 ) -> Vec<u8> {
     match encoding {
         SpecEncoding::Gob => encode_gob_spec_with_blocks(attrs, blocks),
+        SpecEncoding::GobLegacy => encode_gob_spec_with_blocks(attrs, &[]),
         SpecEncoding::Protobuf => to_proto_with_blocks(attrs, blocks).encode_to_vec(),
     }
 }
@@ -900,6 +908,19 @@ mod tests {
         let pb = encode_spec_with_blocks(&attrs, &blocks, SpecEncoding::Protobuf);
         assert_eq!(decode_proto_spec_with_blocks(&pb).unwrap(), (attrs.clone(), blocks));
         assert_eq!(decode_proto_spec(&pb).unwrap(), attrs);
+    }
+
+    /// Packer 1.6.x cannot decode the nested object spec (it panics): its encoding leaves the
+    /// blocks out and is otherwise the plain gob one.
+    #[test]
+    fn the_packer_1_6_gob_spec_has_no_blocks() {
+        let attrs = vec![attr("kms_key_id", CtyType::String)];
+        let blocks =
+            vec![BlockListSpec { name: "copy_to".into(), nested: vec![attr("account", CtyType::String)] }];
+        let legacy = encode_spec_with_blocks(&attrs, &blocks, SpecEncoding::GobLegacy);
+        assert_eq!(legacy, encode_spec(&attrs, SpecEncoding::Gob));
+        assert!(!legacy.windows(HCLDEC_OBJECT.len()).any(|w| w == HCLDEC_OBJECT.as_bytes()));
+        assert_eq!(decode_gob_spec_with_blocks(&legacy).unwrap(), (attrs, vec![]));
     }
 
     #[test]

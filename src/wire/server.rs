@@ -104,7 +104,34 @@ async fn serve_with<S: Service, T: Io + 'static>(
         },
     };
     session_end.cancel();
-    result
+    match result {
+        Err(e) if closed_by_peer(&e) => {
+            tracing::info!("Packer reset the connection ({e}): the session is over");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// True when the session ended because Packer's side went away abruptly (a reset connection or
+/// a broken pipe): Packer closing a socket with unread data resets it, which ends the session
+/// as surely as a clean close. Garbage on the wire is never this.
+fn closed_by_peer(e: &ServeError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) {
+                return true;
+            }
+            // An io::Error wrapping another error (yamux's own) keeps it behind `get_ref`.
+            if let Some(inner) = io.get_ref() {
+                cur = Some(inner);
+                continue;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// `Datasource.*` method names, spelled as in Go (SDK `rpc/datasource.go`, endpoint
@@ -179,7 +206,9 @@ impl<D: Datasource> Service for DatasourceServer<D> {
                     let spec = self.ds.output_spec();
                     let encoded = match self.spec {
                         SpecEncoding::Protobuf => super::cty_msgpack::encode_dynamic_object(&spec, &values),
-                        SpecEncoding::Gob => super::cty_gob::encode_execute_value(&spec, &values),
+                        SpecEncoding::Gob | SpecEncoding::GobLegacy => {
+                            super::cty_gob::encode_execute_value(&spec, &values)
+                        }
                     };
                     let bytes = encoded
                         .map_err(|e| format!("the data source's result does not fit its output spec: {e}"))?;
@@ -448,6 +477,17 @@ impl Service for ArtifactServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_or_broken_connection_is_packer_going_away_garbage_is_not() {
+        use std::io::{Error, ErrorKind};
+        let mux = |source| ServeError::Mux(MuxError::Io { id: 0, source });
+        // As the yamux driver reports it: its own error wrapping the socket's.
+        assert!(closed_by_peer(&mux(Error::other(Error::from(ErrorKind::ConnectionReset)))));
+        assert!(closed_by_peer(&mux(Error::from(ErrorKind::BrokenPipe))));
+        assert!(!closed_by_peer(&mux(Error::from(ErrorKind::InvalidData))));
+        assert!(!closed_by_peer(&mux(Error::other("yamux: bad frame header"))));
+    }
 
     #[test]
     fn parses_the_captured_json_mode_configure() {

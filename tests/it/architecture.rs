@@ -359,10 +359,11 @@ fn refs(toks: &[Tok], module: &[String]) -> Refs {
                         _ => break,
                     }
                 }
-                if !continues && path.len() > 1 {
-                    if let Some(p) = resolve(&here(&mods), &path) {
-                        r.paths.insert(p);
-                    }
+                if !continues
+                    && path.len() > 1
+                    && let Some(p) = resolve(&here(&mods), &path)
+                {
+                    r.paths.insert(p);
                 }
                 i = j;
             }

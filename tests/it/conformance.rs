@@ -220,7 +220,7 @@ fn post_process_err(reply: &Value) -> Option<String> {
 const PACKER_1_6_ENV: &[(&str, &str)] = &[("PACKER_LOG", ""), ("PACKER_LOG_PATH", "")];
 
 #[tokio::test]
-async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields() {
+async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_of_the_attributes_without_blocks() {
     let plugin = Plugin::start(&[], PACKER_1_6_ENV).await;
     assert!(plugin.line.starts_with("5|unix|/"), "{}", plugin.line);
     let packer = plugin.connect().await;
@@ -232,8 +232,11 @@ async fn legacy_start_prints_three_fields_and_serves_a_gob_spec_equal_to_fields(
     };
     let (spec, blocks) = hcl_spec::decode_gob_spec_with_blocks(gob).unwrap();
     assert_eq!(spec, expected_spec());
-    assert_eq!(blocks, amikey::postprocessor::config_blocks());
-    assert_eq!(spec.len() + blocks.len(), FIELDS.len());
+    // Packer 1.6.x cannot decode a nested object spec (it crashes): no blocks for it
+    // (docs/protocol.md §7); every attribute is there.
+    assert_eq!(blocks, []);
+    assert!(!amikey::postprocessor::config_blocks().is_empty());
+    assert_eq!(spec.len() + amikey::postprocessor::config_blocks().len(), FIELDS.len());
     for (a, f) in spec.iter().zip({
         let mut f: Vec<_> =
             FIELDS.iter().filter(|f| !matches!(f.kind, FieldKind::Blocks(_))).copied().collect();

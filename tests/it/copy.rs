@@ -22,7 +22,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// The producer's key policy: its own root, plus the consumer statements for `consumers`.
-fn allow_consumers(consumers: &[&str]) -> String {
+pub fn allow_consumers(consumers: &[&str]) -> String {
     let accounts =
         amikey::core::policy::Consumers::Accounts(consumers.iter().map(|c| c.to_string()).collect());
     let mut stmts = amikey::core::policy::generate(&accounts, None).unwrap();

@@ -423,7 +423,7 @@ async fn volume_users(aws: &Aws, region: &str, snap: &str) -> Vec<String> {
     amikey::aws::gather::snapshot_users(aws, region, snap).await.unwrap().into_iter().collect()
 }
 
-async fn snapshot_key(aws: &Aws, region: &str, snap: &str) -> Option<String> {
+pub async fn snapshot_key(aws: &Aws, region: &str, snap: &str) -> Option<String> {
     let s = aws.ec2(region).describe_snapshots().snapshot_ids(snap).send().await.unwrap();
     s.snapshots().first().and_then(|s| s.kms_key_id()).map(str::to_string)
 }

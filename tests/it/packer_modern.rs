@@ -8,6 +8,7 @@
 //! The scenarios and their machinery are `packer_e2e.rs`'s, which runs the same ones on Packer
 //! 1.6.6 with the legacy plugin name: the migration pair of templates, one build.
 
+use crate::moto::Moto;
 use crate::packer_e2e::*;
 
 /// The 1.7+ example is the 1.6.6 example plus the `packer { required_plugins }` block (and its
@@ -149,7 +150,14 @@ fn preflight_outputs_feed_the_builds_keys_and_the_build_passes_verification() {
     let template = preflight_fed(&p.hcl_example());
     assert!(!template.contains("var.kms_"), "every key comes from the data source:\n{template}");
     w.write("fed.pkr.hcl", &template);
-    assert_validates(&w, "fed.pkr.hcl");
+    // Plain `validate` does not execute data sources: the builder sees unknown keys and
+    // amazon-ebs refuses them. With -evaluate-datasources amikey's data source runs first.
+    let v = w.run(&["validate", "-var-file=vars.json", "fed.pkr.hcl"], "validate.log");
+    assert!(!v.status.success() && v.text.contains("is not a valid KMS Key Id"), "{}", v.text);
+    let v = w
+        .run(&["validate", "-evaluate-datasources", "-var-file=vars.json", "fed.pkr.hcl"], "validate-ds.log");
+    assert!(v.status.success(), "{}\n{}", v.text, w.log("validate-ds.log"));
+    assert!(v.text.trim().ends_with("The configuration is valid."), "{}", v.text);
     let b = w.build("fed.pkr.hcl");
     assert!(b.status.success(), "build failed:\n{}\n{}", b.text, w.log("build.log"));
     assert!(b.text.contains("amikey verified 3 AMI(s)"), "{}", b.text);
@@ -157,4 +165,72 @@ fn preflight_outputs_feed_the_builds_keys_and_the_build_passes_verification() {
     assert!(log.contains(r#""start", "datasource", "preflight"}"#), "{log}");
     assert_plugin_did_not_panic(&w, "build.log");
     assert_published(&m, &keys, "amikey-demo-base", "/amikey-demo/base", true);
+}
+
+/// `copy_to` in a real build: after verifying, sharing and publishing the producer's AMIs, the
+/// post-processor copies each into the consumer account under that account's own key, verifies
+/// the copy and publishes it there.
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, moto")]
+fn copy_to_in_a_real_build_gives_the_consumer_its_own_verified_copies() {
+    let p = Packer::v1_9_4(false);
+    let m = Moto::take();
+    let keys = seed_keys(&m);
+    // The producer's key policies let the consumer copy; the consumer has its own key per region.
+    let mine = block_on(async {
+        let producer = m.aws(None).await;
+        for r in REGIONS {
+            let policy = crate::copy::allow_consumers(&[crate::moto::CONSUMER]);
+            producer
+                .kms(r)
+                .put_key_policy()
+                .key_id(&keys[r])
+                .policy_name("default")
+                .policy(policy)
+                .send()
+                .await
+                .unwrap();
+        }
+        let consumer = m.aws(Some(crate::moto::CONSUMER)).await;
+        let mut mine = std::collections::BTreeMap::new();
+        for r in REGIONS {
+            mine.insert(r.to_string(), crate::moto::create_key(&consumer, r, "alias/mine").await);
+        }
+        mine
+    });
+    let w = Workdir::new(&p, &m.endpoint, &keys);
+    let template = edit(
+        &p.hcl_example(),
+        &[(
+            "    publish_role_name = \"amikey-publisher\"\n",
+            "    publish_role_name = \"amikey-publisher\"\n\n    copy_to {\n      account    = var.consumer_account\n      role_name  = \"amikey-copy\"\n      kms_key_id = \"alias/mine\"\n      ssm_path   = \"/amikey-demo/copy\"\n    }\n",
+        )],
+    );
+    w.write("copy.pkr.hcl", &template);
+    assert_validates(&w, "copy.pkr.hcl");
+    let b = w.build("copy.pkr.hcl");
+    assert!(b.status.success(), "build failed:\n{}\n{}", b.text, w.log("build.log"));
+    assert_plugin_did_not_panic(&w, "build.log");
+    assert_published(&m, &keys, "amikey-demo-base", "/amikey-demo/base", true);
+    block_on(async {
+        let producer = m.aws(None).await;
+        let consumer = m.aws(Some(crate::moto::CONSUMER)).await;
+        for r in REGIONS {
+            let got = params(&consumer, r, "/amikey-demo/copy").await;
+            let source = amis_named(&producer, r, "amikey-demo-base").await.into_keys().next().unwrap();
+            assert_eq!(got.get("/amikey-demo/copy/source_image_id"), Some(&source), "{r}: {got:?}");
+            assert_eq!(got.get("/amikey-demo/copy/kms_key_arn"), Some(&mine[r]), "{r}: {got:?}");
+            let copy = &got["/amikey-demo/copy/image_id"];
+            assert_ne!(copy, &source, "{r}: the consumer must own a copy, not the shared AMI");
+            let images = consumer.ec2(r).describe_images().image_ids(copy).send().await.unwrap();
+            let image = &images.images()[0];
+            assert_eq!(image.owner_id(), Some(crate::moto::CONSUMER), "{r}");
+            let snaps: Vec<&str> =
+                image.block_device_mappings().iter().filter_map(|d| d.ebs()?.snapshot_id()).collect();
+            assert!(!snaps.is_empty(), "{r}: the copy has no snapshots");
+            for s in snaps {
+                assert_eq!(snapshot_key(&consumer, r, s).await.as_deref(), Some(mine[r].as_str()), "{r} {s}");
+            }
+        }
+    });
 }

@@ -60,6 +60,17 @@ fn spec_json(attrs: &[amikey::wire::AttrSpec]) -> Value {
     Value::Array(v)
 }
 
+/// The post-processor's spec as the host prints it: the attributes, and each repeated block with
+/// its nested attributes.
+fn pp_spec_json() -> Value {
+    let Value::Array(mut v) = spec_json(&amikey::postprocessor::config_spec()) else { unreachable!() };
+    for b in amikey::postprocessor::config_blocks() {
+        v.push(json!({"name": b.name, "required": false, "block": spec_json(&b.nested)}));
+    }
+    v.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Value::Array(v)
+}
+
 fn check_start(v: &Value, protocol: &str, kind: &str, name: &str) {
     assert_eq!(v["protocol"], protocol, "{v:#}");
     let args = if protocol == "protobuf" {
@@ -77,14 +88,18 @@ fn sdk_decodes_the_post_processor_config_spec_and_configure_takes_hcl_values() {
     let dir = tempfile::tempdir().unwrap();
     let good = hcl_file(
         &dir,
-        "kms_key_id = \"alias/x\"\nami_users = [\"111122223333\"]\nmax_retries = 2\nregion_kms_key_ids = { eu-west-1 = \"alias/eu\" }\n",
+        "kms_key_id = \"alias/x\"\nami_users = [\"111122223333\"]\nmax_retries = 2\nregion_kms_key_ids = { eu-west-1 = \"alias/eu\" }\ncopy_to {\n  account = \"210987654321\"\n  kms_key_id = \"alias/mine\"\n  regions = [\"eu-west-1\"]\n}\ncopy_to {\n  account = \"111122223333\"\n  role_name = \"copier\"\n}\n",
     );
     for (flags, protocol) in MODES {
         let mut args = vec!["pp", "--plugin", PLUGIN, "--hcl", &good];
         args.extend_from_slice(flags);
         let v = host(&args);
         check_start(&v, protocol, "post-processor", "-packer-default-plugin-name-");
-        assert_eq!(v["config_spec"], spec_json(&amikey::postprocessor::config_spec()), "{protocol}");
+        assert_eq!(v["config_spec"], pp_spec_json(), "{protocol}");
+        assert!(
+            v["config_spec"].as_array().is_some_and(|a| a.iter().any(|e| e["name"] == "copy_to")),
+            "{v:#}"
+        );
         assert_eq!(v["configure_error"], Value::Null, "{protocol}: {v:#}");
     }
     // hcldec itself refuses what the spec does not allow; amikey refuses bad values.

@@ -76,10 +76,13 @@ type result struct {
 	HostError    string                 `json:"host_error,omitempty"`
 }
 
+// attr is one entry of a decoded spec: an attribute (Type set), or a repeated block
+// (hcldec.BlockListSpec, Block set to its nested attributes).
 type attr struct {
 	Name     string          `json:"name"`
-	Type     json.RawMessage `json:"type"`
+	Type     json.RawMessage `json:"type,omitempty"`
 	Required bool            `json:"required"`
+	Block    []attr          `json:"block,omitempty"`
 }
 
 type ppResult struct {
@@ -304,18 +307,37 @@ func (s *started) stop(res *result) {
 func specAttrs(spec hcldec.ObjectSpec) ([]attr, error) {
 	var out []attr
 	for k, v := range spec {
-		a, ok := v.(*hcldec.AttrSpec)
-		if !ok {
-			return nil, fmt.Errorf("spec %q is a %T, not an *hcldec.AttrSpec", k, v)
+		switch a := v.(type) {
+		case *hcldec.AttrSpec:
+			if a.Name != k {
+				return nil, fmt.Errorf("spec key %q names attribute %q", k, a.Name)
+			}
+			t, err := ctyjson.MarshalType(a.Type)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, attr{Name: a.Name, Type: t, Required: a.Required})
+		case *hcldec.BlockListSpec:
+			if a.TypeName != k {
+				return nil, fmt.Errorf("spec key %q names block %q", k, a.TypeName)
+			}
+			var nested hcldec.ObjectSpec
+			switch n := a.Nested.(type) {
+			case hcldec.ObjectSpec:
+				nested = n
+			case *hcldec.ObjectSpec:
+				nested = *n
+			default:
+				return nil, fmt.Errorf("block %q nests a %T, not an hcldec.ObjectSpec", k, a.Nested)
+			}
+			inner, err := specAttrs(nested)
+			if err != nil {
+				return nil, fmt.Errorf("block %q: %w", k, err)
+			}
+			out = append(out, attr{Name: k, Block: inner})
+		default:
+			return nil, fmt.Errorf("spec %q is a %T, neither an *hcldec.AttrSpec nor an *hcldec.BlockListSpec", k, v)
 		}
-		if a.Name != k {
-			return nil, fmt.Errorf("spec key %q names attribute %q", k, a.Name)
-		}
-		t, err := ctyjson.MarshalType(a.Type)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, attr{Name: a.Name, Type: t, Required: a.Required})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
