@@ -30,7 +30,7 @@ use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::aws::consumer as read;
+use crate::aws::read;
 use crate::aws::{Aws, AwsOptions};
 use crate::consumer::{self, ConsumerError, GrantReport, GrantRequest, Outcome};
 use crate::core::grants::GrantAction;
@@ -76,7 +76,11 @@ impl FunctionConfig {
         if !crate::core::artifact::valid_region(&region, true) {
             return Err(format!("AWS_REGION {region:?} is not a region name"));
         }
-        let services = list(get("AMIKEY_SERVICES"));
+        // Unset: `autoscaling`, as documented; set (even empty): exactly the services named.
+        let services = match get("AMIKEY_SERVICES") {
+            None => vec!["autoscaling".to_string()],
+            set => list(set),
+        };
         let roles = list(get("AMIKEY_GRANTEE_ROLES"));
         let (grantees, _) = consumer::grantees(&services, &roles)
             .map_err(|e| format!("AMIKEY_SERVICES / AMIKEY_GRANTEE_ROLES: {e}"))?;
@@ -88,7 +92,7 @@ impl FunctionConfig {
         }
         let aws = AwsOptions {
             region: Some(region.clone()),
-            max_attempts: crate::core::config::DEFAULT_MAX_RETRIES,
+            max_attempts: crate::core::config::max_attempts(None),
             ..AwsOptions::default()
         };
         Ok(FunctionConfig { ssm_path, region, services, roles, aws })
@@ -442,11 +446,14 @@ async fn custom_resource(
             "custom-resource request without ResponseURL, StackId, RequestId and LogicalResourceId: cannot answer CloudFormation",
         ));
     };
-    // The typed parse (aws_lambda_events) checks the whole request.
-    let parsed = serde_json::from_value::<CloudFormationCustomResourceRequest>(event.clone())
-        .map_err(|e| format!("malformed custom-resource request: {e}"));
+    // The RequestType first (its error names the field), then the typed parse
+    // (aws_lambda_events) checks the whole request.
     let decision =
-        parsed.and_then(|_| decide::decide_resource(&target.request_type, target.physical_id.as_deref()));
+        decide::decide_resource(&target.request_type, target.physical_id.as_deref()).and_then(|d| {
+            serde_json::from_value::<CloudFormationCustomResourceRequest>(event.clone())
+                .map(|_| d)
+                .map_err(|e| format!("malformed custom-resource request: {e}"))
+        });
     let physical_id = match (&target.physical_id, config) {
         // Update and Delete keep the id CloudFormation knows (an Update never replaces).
         (Some(p), _) => p.clone(),
@@ -574,6 +581,17 @@ mod tests {
         assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
         let r = c.grant_request(false);
         assert!(r.retire_stale && !r.release && r.regions == ["eu-west-1"]);
+        assert_eq!(c.aws.max_attempts, 5, "the default 4 retries: 5 attempts");
+        // AMIKEY_SERVICES unset: autoscaling (with the roles); set empty: only the roles.
+        let base = [
+            ("AMIKEY_SSM_PATH", "/p"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AMIKEY_GRANTEE_ROLES", "arn:aws:iam::111122223333:role/ci"),
+        ];
+        assert_eq!(FunctionConfig::from_env(env(&base)).unwrap().services, ["autoscaling"]);
+        let mut none = base.to_vec();
+        none.push(("AMIKEY_SERVICES", ""));
+        assert!(FunctionConfig::from_env(env(&none)).unwrap().services.is_empty());
 
         for (pairs, want) in [
             (vec![("AWS_REGION", "eu-west-1")], "AMIKEY_SSM_PATH is not set"),
