@@ -242,6 +242,10 @@ pub struct GrantRequest {
     pub dry_run: bool,
     /// Skip region-name validation.
     pub skip_region_validation: bool,
+    /// Release: retire every amikey grant for these grantees on the published keys (current
+    /// and earlier) and create none (the Lambda function's custom-resource Delete). Needs
+    /// `retire_stale`.
+    pub release: bool,
 }
 
 /// Validated grantees: (grantee, operations). Grantees that need no grant become notes.
@@ -617,8 +621,9 @@ pub async fn grant(opts: &AwsOptions, req: &GrantRequest) -> Result<GrantReport,
     problems.extend(listings.problems);
 
     // Decide: without a listing amikey cannot tell whether a grant exists, so it creates
-    // nothing there.
-    let plan = grants::plan_listable(&desired, &listings.existing, &listings.unlistable, req.retire_stale);
+    // nothing there. A release wants no grant at all: every amikey grant found is retired.
+    let wanted = if req.release { &[][..] } else { &desired[..] };
+    let plan = grants::plan_listable(wanted, &listings.existing, &listings.unlistable, req.retire_stale);
 
     // Apply: creates first, then retires.
     let mut outcomes = planned_outcomes(&plan);

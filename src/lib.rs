@@ -14,6 +14,8 @@
 //! - [`cli`]: the `amikey` command line.
 //! - [`lint`]: `amikey lint` over Packer templates (HCL2, JSON); no AWS.
 //! - [`postprocessor`]: the Packer post-processor, composing `wire` with `core` and `producer`.
+//! - [`lambda`]: the AWS Lambda function (`bootstrap`): EventBridge and CloudFormation events
+//!   over the consumer side.
 
 pub mod aws;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod consumer;
 pub mod copy;
 pub mod core;
 pub mod datasource;
+pub mod lambda;
 pub mod lifecycle;
 pub mod lint;
 pub mod postprocessor;

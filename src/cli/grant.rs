@@ -148,6 +148,7 @@ pub async fn run(args: GrantArgs) -> Result<ExitCode, CliError> {
         retire_stale: args.retire_stale,
         dry_run: args.dry_run,
         skip_region_validation: args.aws.skip_region_validation,
+        release: false,
     };
     let report = consumer::grant(&args.aws.options(None), &req).await.map_err(cli_error)?;
     match args.aws.format {

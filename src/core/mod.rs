@@ -10,6 +10,7 @@ pub mod facts;
 pub mod grants;
 pub mod ids;
 pub mod intent;
+pub mod lambda;
 pub mod lifecycle;
 pub mod plan;
 pub mod policy;

@@ -39,6 +39,8 @@ mod audit;
 mod resilience;
 // Property tests: arbitrary bytes into every decoder never panic.
 mod props;
+// The Lambda function under the Runtime Interface Emulator on moto; the org rollout; deploy/ templates.
+mod lambda;
 // stdout write errors: a closed pipe is ignored, a full disk is exit 2 (lintout).
 mod output;
 // The plugin driven by packer-plugin-sdk v0.6.10's RPC client (our Go host): protobuf and gob.

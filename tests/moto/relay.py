@@ -29,6 +29,9 @@ Standard library only.
 * --fault-region REGION (repeatable): --fail, --close-mid-response and --garbage apply only to calls
   signed for these regions (a region that keeps failing while the others work).
 * --account N: sets `x-moto-account-id: N` on every forwarded request (moto acts as account N).
+* --account-from-key: a request signed with an access key id ending in 12 digits (e.g. AKIDBENCH123456789012)
+  gets `x-moto-account-id` = those digits: many accounts through one relay to sharded moto, where an
+  assumed-role session's keys are known only to the shard that issued them (bench/lambda.py).
 * --log FILE: one JSON line per call: ts, service, region, action, status, ms, account, fault, upstream.
 
 It only ever connects to the given upstreams, which must be loopback addresses, and serves until
@@ -54,6 +57,15 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+KEY_RE = re.compile(r"Credential=(?P<key>[^/,\s]+)/")
+
+
+def key_account(headers) -> str | None:
+    """The account an access key id ending in 12 digits names (--account-from-key)."""
+    m = KEY_RE.search(headers.get("Authorization", ""))
+    return m.group("key")[-12:] if m and re.fullmatch(r".*\d{12}", m.group("key")) else None
+
 
 CRED_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/(?P<region>[^/,\s]+)/(?P<service>[^/,\s]+)/aws4_request")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
@@ -148,6 +160,7 @@ class Relay:
         self.fault_lock = threading.Lock()
         self.fault_regions = set(args.fault_region or [])
         self.account = args.account
+        self.account_from_key = args.account_from_key
         self.log_lock = threading.Lock()
         self.log = open(args.log, "a", buffering=1) if args.log else None
 
@@ -302,10 +315,11 @@ def make_handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
                     self._send(status, headers, out)
                     return
                 fwd = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                if relay.account:
+                account = relay.account or (relay.account_from_key and key_account(self.headers))
+                if account:
                     for k in [k for k in fwd if k.lower() == "x-moto-account-id"]:
                         del fwd[k]
-                    fwd["x-moto-account-id"] = relay.account
+                    fwd["x-moto-account-id"] = account
                 fwd["Content-Length"] = str(len(body))
                 result = None
                 for up in relay.pick(region):
@@ -340,7 +354,8 @@ def make_handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
                     "status": status,
                     "ms": round((time.monotonic() - t0) * 1000, 1),
                     "delay_ms": round(delay, 1),
-                    "account": relay.account or self.headers.get("x-moto-account-id"),
+                    "account": relay.account or (relay.account_from_key and key_account(self.headers))
+                    or self.headers.get("x-moto-account-id"),
                     "fault": fault,
                     "upstream": upstream_url,
                     "method": self.command,
@@ -367,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-region", action="append", metavar="REGION",
                    help="apply --fail/--close-mid-response/--garbage only to calls for this region (repeatable)")
     p.add_argument("--account", help="inject x-moto-account-id: N")
+    p.add_argument("--account-from-key", action="store_true",
+                   help="inject x-moto-account-id from the last 12 digits of the signing access key id")
     p.add_argument("--log", help="append one JSON line per call to this file")
     args = p.parse_args(argv)
 
