@@ -34,7 +34,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::core::artifact::AmiSet;
-use crate::core::config::{FIELDS, FieldKind, OnViolation, Settings};
+use crate::core::config::{FIELDS, FieldKind, Settings};
+use crate::core::outcome::{CopyOutcome, PublishOutcome};
 use crate::core::report::Report;
 use crate::producer::{self, Mode, Progress, RunOptions};
 use crate::wire::template::{self, TemplateContext};
@@ -397,41 +398,43 @@ impl AmikeyPostProcessor {
         let (report, ()) = tokio::join!(run, forward);
         let report = report.map_err(|e| format!("amikey: {e}\n\n{DESTROY_NOTE}"))?;
 
-        if report.findings().is_empty() && !report.is_clean() {
+        match crate::core::outcome::publish_outcome(&report, settings.on_violation) {
+            PublishOutcome::Passed => {}
             // Some writes failed or a region could not be read: an AWS problem, not a
             // misencrypted AMI.
-            return Err(format!(
-                "amikey could not read or change every region (see the ERROR, FAILED and skipped lines); \
-                 a re-run applies only what is missing.\n\n{}\n{DESTROY_NOTE}",
-                report.render_text()
-            ));
-        }
-        if !report.is_clean() {
-            let text = report.render_text();
-            return match settings.on_violation {
-                OnViolation::Fail => Err(format!(
-                    "amikey found problems with the AMIs; nothing was shared or published.\n\n{text}\n{DESTROY_NOTE}"
-                )),
-                OnViolation::Warn => {
-                    let _ = ctx
-                        .ui
-                        .error(&format!(
-                            "amikey found problems with the AMIs (on_violation = \"warn\": the AMIs are kept, nothing was shared or published):\n{text}"
-                        ))
-                        .await;
-                    Ok(ResultArtifact {
-                        builder_id,
-                        string: format!(
-                            "amikey: NOT verified, nothing shared or published ({})",
-                            report.summary()
-                        ),
-                        id,
-                        keep: true,
-                        force_override: true,
-                        ..ResultArtifact::default()
-                    })
-                }
-            };
+            PublishOutcome::Incomplete => {
+                return Err(format!(
+                    "amikey could not read or change every region (see the ERROR, FAILED and skipped lines); \
+                     a re-run applies only what is missing.\n\n{}\n{DESTROY_NOTE}",
+                    report.render_text()
+                ));
+            }
+            PublishOutcome::FindingsFail => {
+                return Err(format!(
+                    "amikey found problems with the AMIs; nothing was shared or published.\n\n{}\n{DESTROY_NOTE}",
+                    report.render_text()
+                ));
+            }
+            PublishOutcome::FindingsWarn => {
+                let _ = ctx
+                    .ui
+                    .error(&format!(
+                        "amikey found problems with the AMIs (on_violation = \"warn\": the AMIs are kept, nothing was shared or published):\n{}",
+                        report.render_text()
+                    ))
+                    .await;
+                return Ok(ResultArtifact {
+                    builder_id,
+                    string: format!(
+                        "amikey: NOT verified, nothing shared or published ({})",
+                        report.summary()
+                    ),
+                    id,
+                    keep: true,
+                    force_override: true,
+                    ..ResultArtifact::default()
+                });
+            }
         }
         // check_key_policy = "warn": consumers that the key policy would stop, said but not failed.
         // Grouped per consumer account (the full text of each is in the CLI's -v / --format json).
@@ -469,13 +472,14 @@ impl AmikeyPostProcessor {
         };
         let (report, ()) = tokio::join!(run, forward);
         let problem = match report {
-            Ok(r) if r.is_clean() => return Ok(()),
-            Ok(r) => format!("amikey could not copy into every consumer account:\n{}", r.render_text()),
-            Err(e) => format!("amikey could not copy into the consumer accounts: {e}"),
+            Ok(r) if r.is_clean() => None,
+            Ok(r) => Some(format!("amikey could not copy into every consumer account:\n{}", r.render_text())),
+            Err(e) => Some(format!("amikey could not copy into the consumer accounts: {e}")),
         };
-        match settings.on_copy_failure.unwrap_or(OnViolation::Warn) {
-            OnViolation::Fail => Err(format!("{problem}\n{COPY_DESTROY_NOTE}")),
-            OnViolation::Warn => {
+        match (crate::core::outcome::copy_outcome(problem.is_none(), settings.on_copy_failure), problem) {
+            (CopyOutcome::Done, _) | (_, None) => Ok(()),
+            (CopyOutcome::Fail, Some(problem)) => Err(format!("{problem}\n{COPY_DESTROY_NOTE}")),
+            (CopyOutcome::Warn, Some(problem)) => {
                 let _ = ctx
                     .ui
                     .error(&format!(

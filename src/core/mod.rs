@@ -12,6 +12,7 @@ pub mod ids;
 pub mod intent;
 pub mod lambda;
 pub mod lifecycle;
+pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

@@ -128,6 +128,9 @@ fn err(kind: &'static str, message: impl Into<String>) -> FunctionError {
 }
 
 /// One structured log line (stdout: CloudWatch Logs).
+// In Lambda, stdout is the function's log stream (CloudWatch Logs), not a handshake or a report:
+// the crate-wide print_stdout rule guards the plugin's and the CLI's stdout, which this is not.
+#[allow(clippy::print_stdout)]
 pub fn log_line(level: &str, fields: Value) {
     let mut line = json!({ "level": level });
     if let (Some(l), Value::Object(f)) = (line.as_object_mut(), fields) {
