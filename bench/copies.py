@@ -39,7 +39,7 @@ one for amikey, one for the ideal client, so both do the same copies from scratc
   bound    the ideal's dependent waves x delay: the floor on real AWS before the copies' own time.
 Calls per run by action from the relay log: amikey first run, re-run, ideal.
 
-Usage: bench/copy.py --binary PATH [--regions 17] [--accounts 5] [--delay 100] [--keep-log FILE]
+Usage: bench/copies.py --binary PATH [--regions 17] [--accounts 5] [--delay 100] [--keep-log FILE]
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named copy.py and Python puts its directory first on sys.path, where it would
-# shadow the standard library's `copy` (which botocore imports): take the directory off first.
+# Named copies.py, not copy.py: Python puts a script's directory first on sys.path, and a copy.py
+# there would shadow the standard library's `copy` (which botocore imports) for every bench script.
+# publish.py is loaded by path below, so the directory is not needed on sys.path at all.
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
