@@ -234,3 +234,15 @@ fn copy_to_in_a_real_build_gives_the_consumer_its_own_verified_copies() {
         }
     });
 }
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, packer-plugin-amazon v1.8.2, moto")]
+fn current_amazon_plugin_on_violation_warn_keeps_the_amis() {
+    warn_build(&Packer::v1_9_4(true));
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: packer 1.9.4, packer-plugin-amazon v1.8.2, moto")]
+fn current_amazon_plugin_sigint_while_amikey_writes_cancels_cleanly() {
+    sigint_while_writing(&Packer::v1_9_4(true));
+}
