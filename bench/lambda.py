@@ -167,6 +167,14 @@ def functions(args: argparse.Namespace, tmp: str) -> None:
         print(f"   {name:34} {med['init']:9.1f} {med['cold']:17.1f} {med['warm']:9.1f} {med['rss']:12.1f} {gbs:16.5f}")
 
 
+def all_grants(kms, key: str) -> list[dict]:
+    """Every grant on `key`: ListGrants returns at most 50 per page."""
+    out: list[dict] = []
+    for page in kms.get_paginator("list_grants").paginate(KeyId=key):
+        out += page["Grants"]
+    return out
+
+
 def org(args: argparse.Namespace, tmp: str) -> None:
     regions = REGIONS17[: args.org_regions]
     accounts = [f"{300000000000 + i}" for i in range(1, args.org_accounts + 1)]
@@ -227,11 +235,11 @@ def org(args: argparse.Namespace, tmp: str) -> None:
         again_wall, again_calls, again_failed = converge()
         bad = []
         for r in regions:
-            grants = b.direct("kms", r).list_grants(KeyId=b.keys[r])["Grants"]
+            grants = all_grants(b.direct("kms", r), b.keys[r])
             per = Counter(g["GranteePrincipal"] for g in grants)
             if len(per) != 2 * len(accounts) or set(per.values()) != {1}:
                 bad.append(f"{r}: {len(per)} grantees, counts {sorted(set(per.values()))}")
-            left = [g for g in b.direct("kms", r).list_grants(KeyId=old[r])["Grants"]
+            left = [g for g in all_grants(b.direct("kms", r), old[r])
                     if g.get("Name", "").startswith("amikey-")]
             if left:
                 bad.append(f"{r}: {len(left)} amikey grants left on the old key")
