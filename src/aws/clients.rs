@@ -65,6 +65,9 @@ pub struct Aws {
     pub home_region: String,
     /// Who this identity is, for the call log (`producer` or the assumed account).
     who: String,
+    /// The identity's account, asked of STS once: an identity's account never changes, and
+    /// clones of this identity (one per account in `copy`, one per run elsewhere) share it.
+    account: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// Appends one JSON line per AWS call (service, operation, region, identity, outcome) to the
@@ -149,7 +152,7 @@ impl Aws {
             base = base.into_builder().region(Region::new(fallback_region.to_string())).build();
         }
         let home_region = base.region().map(|r| r.to_string()).unwrap_or_else(|| fallback_region.to_string());
-        let aws = Aws { base, home_region, who: "producer".into() };
+        let aws = Aws { base, home_region, who: "producer".into(), account: Default::default() };
         match &opts.assume_role {
             Some((arn, session, external)) => aws.assume(arn, session.as_deref(), external.as_deref()).await,
             None => aws,
@@ -174,7 +177,7 @@ impl Aws {
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
         let who = crate::core::ids::arn_account(role_arn).unwrap_or(role_arn).to_string();
-        Aws { base, home_region: self.home_region.clone(), who }
+        Aws { base, home_region: self.home_region.clone(), who, account: Default::default() }
     }
 
     fn call_log(&self, region: &str) -> Option<CallLog> {
@@ -209,8 +212,13 @@ impl Aws {
         aws_sdk_ssm::Client::from_conf(b.build())
     }
 
-    /// The account id of this identity (STS GetCallerIdentity).
+    /// The account id of this identity (STS GetCallerIdentity, asked once per identity).
     pub async fn account_id(&self) -> Result<String, AwsError> {
+        self.account.get_or_try_init(|| self.caller_account()).await.cloned()
+    }
+
+    /// STS GetCallerIdentity's account.
+    async fn caller_account(&self) -> Result<String, AwsError> {
         let mut b =
             aws_sdk_sts::config::Builder::from(&self.base).region(Region::new(self.home_region.clone()));
         if let Some(l) = self.call_log(&self.home_region) {

@@ -25,36 +25,12 @@ fn asg_arn() -> String {
 /// The amikey CLI with credentials of an assumed-role session in the consumer account (moto
 /// maps the session's access key to that account).
 pub(crate) fn as_consumer(m: &Moto) -> Command {
-    let creds = block_on(async {
-        let conf = aws_sdk_sts::config::Builder::new()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&m.endpoint)
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https(),
-            )
-            .credentials_provider(aws_credential_types::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .build();
-        let sts = aws_sdk_sts::Client::from_conf(conf);
-        let out = sts
-            .assume_role()
-            .role_arn(format!("arn:aws:iam::{CONSUMER}:role/consumer-admin"))
-            .role_session_name("amikey-consumer-test")
-            .send()
-            .await
-            .unwrap();
-        out.credentials().unwrap().clone()
-    });
+    let (key, secret, token) = block_on(m.session_credentials(
+        &format!("arn:aws:iam::{CONSUMER}:role/consumer-admin"),
+        "amikey-consumer-test",
+    ));
     let mut c = m.amikey();
-    c.env("AWS_ACCESS_KEY_ID", creds.access_key_id())
-        .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
-        .env("AWS_SESSION_TOKEN", creds.session_token());
+    c.env("AWS_ACCESS_KEY_ID", key).env("AWS_SECRET_ACCESS_KEY", secret).env("AWS_SESSION_TOKEN", token);
     c
 }
 
@@ -82,18 +58,7 @@ fn grants_on(m: &Moto, region: &str, key: &str) -> Vec<Value> {
 
 /// Puts `<PATH>/kms_key_arn` in the consumer account in `region` (as `publish_accounts` does).
 fn publish_in_consumer(m: &Moto, region: &str, key: &str) {
-    block_on(async {
-        let aws = m.aws(Some(CONSUMER)).await;
-        aws.ssm(region)
-            .put_parameter()
-            .name(format!("{PATH}/kms_key_arn"))
-            .value(key)
-            .r#type(aws_sdk_ssm::types::ParameterType::String)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap();
-    });
+    block_on(m.put_parameter(CONSUMER, region, &format!("{PATH}/kms_key_arn"), key));
 }
 
 /// Gives the consumer launch permission on `ami` (as the producer).

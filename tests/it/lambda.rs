@@ -44,50 +44,9 @@ fn asg_role(account: &str) -> String {
     )
 }
 
-/// Temporary credentials of an assumed-role session in `account` (moto maps them to it).
-async fn creds_for(m: &Moto, account: &str) -> (String, String, String) {
-    let sts = aws_sdk_sts::Client::new(&aws_config_for(m).await);
-    let c = sts
-        .assume_role()
-        .role_arn(format!("arn:aws:iam::{account}:role/amikey-grants"))
-        .role_session_name("amikey-lambda-test")
-        .send()
-        .await
-        .unwrap();
-    let c = c.credentials().unwrap();
-    (c.access_key_id().to_string(), c.secret_access_key().to_string(), c.session_token().to_string())
-}
-
-async fn aws_config_for(m: &Moto) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&m.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await
-}
-
 /// Puts `<PATH>/<name>` = `value` in `account`'s `region` (what the producer's publish puts there).
 async fn publish(m: &Moto, account: &str, region: &str, name: &str, value: &str) {
-    let aws = m.aws(Some(account)).await;
-    aws.ssm(region)
-        .put_parameter()
-        .name(format!("{PATH}/{name}"))
-        .value(value)
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap();
+    m.put_parameter(account, region, &format!("{PATH}/{name}"), value).await;
 }
 
 /// (grantee, name) of every grant on `key`, listed by its owner.
@@ -123,7 +82,10 @@ struct Rie {
 impl Rie {
     fn start(m: &Moto, account: &str, env: &[(&str, &str)]) -> Rie {
         let rie = crate::external::require("aws-lambda-rie");
-        let (ak, sk, token) = block_on(creds_for(m, account));
+        let (ak, sk, token) = block_on(m.session_credentials(
+            &format!("arn:aws:iam::{account}:role/amikey-grants"),
+            "amikey-lambda-test",
+        ));
         let (port, api) = (free_port(), free_port());
         let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
         let out = m.dir.path().join(format!("rie-{n}.out"));

@@ -155,6 +155,51 @@ impl Moto {
     }
 
     /// An SDK connection as the producer (or, with `account`, as that account by assumed role).
+    /// Temporary credentials (access key, secret, session token) of an assumed-role session:
+    /// moto maps them to the role's account, so a process given them acts as that account.
+    pub async fn session_credentials(&self, role_arn: &str, session: &str) -> (String, String, String) {
+        let conf = aws_sdk_sts::config::Builder::new()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        let out = aws_sdk_sts::Client::from_conf(conf)
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session)
+            .send()
+            .await
+            .unwrap();
+        let c = out.credentials().unwrap();
+        (c.access_key_id().to_string(), c.secret_access_key().to_string(), c.session_token().to_string())
+    }
+
+    /// Puts the String parameter `name` = `value` in `account`'s `region` (overwriting), as a
+    /// producer's publish puts it there.
+    pub async fn put_parameter(&self, account: &str, region: &str, name: &str, value: &str) {
+        self.aws(Some(account))
+            .await
+            .ssm(region)
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub async fn aws(&self, account: Option<&str>) -> Aws {
         let opts = AwsOptions {
             region: Some("us-east-1".into()),
