@@ -1,6 +1,11 @@
 //! `packer-plugin-amikey`: the amikey Packer post-processor. argv → [`amikey::wire`] → exit code.
 //! stdout carries only the handshake line (or the `describe` JSON); logs go to stderr.
 
+// The post-processor's futures (a whole verify-share-publish-copy run, awaited
+// inside the RPC service) nest deeper than rustc's default limit lets it compute their
+// layout when the crate is compiled from scratch (an incremental build may not hit it).
+#![recursion_limit = "256"]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
