@@ -9,8 +9,8 @@
 //! [`decide`] (preconditions; a failure touches nothing in that account and region) →
 //! `CopyImage` (deterministic `ClientToken`, `ResourceLimitExceeded` retried with backoff) →
 //! wait for `available` (bounded backoff, `copy_timeout`) → the producer's own verifier and
-//! publisher ([`crate::producer::run_with`]) run in the consumer account on the copy → the
-//! `source_image_id` parameter. One item's failure never stops the others.
+//! publisher ([`crate::producer::run_with`]) run in the consumer account on the copy, with the
+//! `source_image_id` parameter among the others. One item's failure never stops the others.
 //!
 //! Cancel: no new `CopyImage` starts and waits stop; copies already started keep going in AWS
 //! and the next run adopts them (found by tag, or returned again by the same `ClientToken`).
@@ -23,14 +23,13 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::copy::{self as awscopy, ProducerRegion};
-use crate::aws::{Aws, AwsError, AwsOptions, apply, gather};
+use crate::aws::{Aws, AwsError, AwsOptions, gather};
 use crate::core::artifact::AmiSet;
 use crate::core::config::{CopyTo, Settings};
 use crate::core::copy::{
     self as core, CopyCode, CopyDecision, CopyFinding, CopyItem, CopyItemReport, CopyReport, CopyStatus,
-    MAX_CONCURRENT_COPIES, SOURCE_IMAGE_PARAMETER, WaitStep,
+    MAX_CONCURRENT_COPIES, WaitStep,
 };
-use crate::core::plan::Write;
 use crate::producer::{Mode, ProducerError, Progress, Quiet, RunOptions};
 
 /// Options of one copy run.
@@ -423,8 +422,8 @@ async fn process(
     report
 }
 
-/// The producer's verifier and publisher, run in the consumer account on the copy, then the
-/// `source_image_id` parameter.
+/// The producer's verifier and publisher, run in the consumer account on the copy (which also
+/// publishes the `source_image_id` parameter).
 async fn verify_and_publish(
     consumer: &Aws,
     item: &CopyItem,
@@ -443,7 +442,7 @@ async fn verify_and_publish(
     };
     let amis = AmiSet([(item.region.clone(), ami.to_string())].into());
     let intent = match crate::core::intent::build(&copy_settings, &amis) {
-        Ok(i) => i,
+        Ok(i) => crate::core::intent::Intent { source_image_id: Some(item.source_ami.clone()), ..i },
         Err(e) => {
             report.status = CopyStatus::Failed;
             report.error = Some(e.join("; "));
@@ -505,34 +504,6 @@ async fn verify_and_publish(
     }
     if report.status == CopyStatus::Failed {
         return report;
-    }
-    if let Some(path) = &item.ssm_path {
-        let name = format!("{path}/{SOURCE_IMAGE_PARAMETER}");
-        let have = match gather::get_parameters(consumer, &item.region, std::slice::from_ref(&name)).await {
-            Ok(h) => h,
-            Err(e) => {
-                report.status = CopyStatus::Failed;
-                report.error = Some(e.in_account(&item.account).to_string());
-                return report;
-            }
-        };
-        let current = have.get(&name);
-        if current.is_none_or(|p| p.value != item.source_ami || p.param_type != "String") {
-            let w = Write::PutParameter {
-                name: name.clone(),
-                value: item.source_ami.clone(),
-                param_type: "String".into(),
-                data_type: "text".into(),
-                overwrite: current.is_some(),
-            };
-            match apply::apply(consumer, &item.region, &w).await {
-                Ok(()) => report.published.push(format!("{name} = {}", item.source_ami)),
-                Err(e) => {
-                    report.status = CopyStatus::Failed;
-                    report.error = Some(e.in_account(&item.account).to_string());
-                }
-            }
-        }
     }
     report
 }

@@ -158,12 +158,19 @@ async fn gather(
 ) -> Result<(RegionFacts, Option<Result<(), AwsError>>), AwsError> {
     let ami = intent.amis.0.get(region).cloned().unwrap_or_default();
     let intended_key = intent.keys.get(region).cloned().flatten();
-    let names: Vec<String> = intent.ssm_path.as_deref().map(parameter_names).unwrap_or_default();
+    let names: Vec<String> =
+        intent.ssm_path.as_deref().map(|p| parameter_names(intent, p)).unwrap_or_default();
     // Sharing reads that need nothing but the AMI id and the parameter names.
     let early = async {
         let publishers = publishers?;
         let (lp, own, others) = tokio::join!(
-            launch_permissions(aws, region, &ami),
+            async {
+                if intent.reads_launch_permissions() {
+                    launch_permissions(aws, region, &ami).await
+                } else {
+                    Ok(LaunchPermissions::default())
+                }
+            },
             async {
                 if names.is_empty() { Ok(BTreeMap::new()) } else { get_parameters(aws, region, &names).await }
             },
@@ -214,7 +221,7 @@ async fn gather(
         let (snapshots, users, key_policy) = tokio::join!(
             describe_snapshots(aws, region, &snap_ids),
             async {
-                if publishers.is_none() {
+                if publishers.is_none() || !intent.reads_snapshot_users() {
                     return Vec::new();
                 }
                 join_all(snap_ids.iter().map(|s| snapshot_users(aws, region, s))).await

@@ -41,6 +41,26 @@ pub struct Intent {
     pub check_key_policy: crate::core::config::PolicyCheck,
     /// Deprecation and deregistration protection for every regional AMI.
     pub lifecycle: super::lifecycle::LifecycleIntent,
+    /// A copy's source AMI, published as `source_image_id` beside the other parameters
+    /// (`amikey copy` sets it; never from user settings).
+    pub source_image_id: Option<String>,
+}
+
+impl Intent {
+    /// Whether `publish` needs the AMIs' launch permissions: only to add or keep what is wanted,
+    /// or to remove the rest with `prune`. (A public AMI is seen in DescribeImages.)
+    pub fn reads_launch_permissions(&self) -> bool {
+        self.public
+            || self.prune
+            || !self.launch_users.is_empty()
+            || !self.org_arns.is_empty()
+            || !self.ou_arns.is_empty()
+    }
+
+    /// Whether `publish` needs the snapshots' createVolumePermission.
+    pub fn reads_snapshot_users(&self) -> bool {
+        self.prune || !self.snapshot_users.is_empty()
+    }
 }
 
 fn is_org_arn(s: &str) -> bool {
@@ -257,6 +277,7 @@ pub fn build(settings: &Settings, amis: &AmiSet) -> Result<Intent, Vec<String>> 
         allow_public: settings.allow_public,
         check_key_policy: settings.check_key_policy,
         lifecycle,
+        source_image_id: None,
     })
 }
 
@@ -285,6 +306,46 @@ mod tests {
             ["", "my-key", "alias/", "arn:aws:kms:us-east-1:1111:key/x", "key/1234", "mrk-12", "alias/a b"]
         {
             assert!(!is_key_ref(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn sharing_state_is_read_only_when_publish_can_change_or_keep_it() {
+        let quiet = build(&Settings::default(), &amis()).unwrap();
+        assert!(!quiet.reads_launch_permissions() && !quiet.reads_snapshot_users());
+        let cases: [(Settings, bool, bool); 6] = [
+            (Settings { ami_users: vec!["111122223333".into()], ..Default::default() }, true, false),
+            (Settings { snapshot_users: vec!["111122223333".into()], ..Default::default() }, false, true),
+            (Settings { prune: true, ..Default::default() }, true, true),
+            (
+                Settings { ami_users: vec!["all".into()], allow_public: true, ..Default::default() },
+                true,
+                false,
+            ),
+            (
+                Settings {
+                    ami_org_arns: vec![
+                        "arn:aws:organizations::111122223333:organization/o-abc123def4".into(),
+                    ],
+                    ..Default::default()
+                },
+                true,
+                false,
+            ),
+            (
+                Settings {
+                    ami_ou_arns: vec![
+                        "arn:aws:organizations::111122223333:ou/o-abc123def4/ou-ab12-cdef3456".into(),
+                    ],
+                    ..Default::default()
+                },
+                true,
+                false,
+            ),
+        ];
+        for (s, launch, volume) in cases {
+            let i = build(&s, &amis()).unwrap();
+            assert_eq!((i.reads_launch_permissions(), i.reads_snapshot_users()), (launch, volume), "{s:?}");
         }
     }
 

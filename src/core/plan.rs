@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use super::copy::SOURCE_IMAGE_PARAMETER;
 use super::facts::{LaunchPermissions, ParamFacts, RegionFacts};
 use super::intent::Intent;
 use super::report::{ActionReport, RegionReport, Status};
@@ -123,24 +124,34 @@ fn diff(
 /// The suffixes of the parameters published under `ssm_path`, in publishing order.
 pub const PARAMETER_SUFFIXES: [&str; 3] = ["image_id", "kms_key_arn", "snapshot_ids"];
 
-/// The full names of the parameters published under `path` (known before anything is read, so
-/// `publish` can read them while it verifies).
-pub fn parameter_names(path: &str) -> Vec<String> {
-    PARAMETER_SUFFIXES.iter().map(|s| format!("{path}/{s}")).collect()
+/// The full names of the parameters `intent` publishes under `path` (known before anything is
+/// read, so `publish` can read them while it verifies): the three of every AMI, then a copy's
+/// `source_image_id`.
+pub fn parameter_names(intent: &Intent, path: &str) -> Vec<String> {
+    let copy = intent.source_image_id.as_ref().map(|_| SOURCE_IMAGE_PARAMETER);
+    PARAMETER_SUFFIXES.iter().copied().chain(copy).map(|s| format!("{path}/{s}")).collect()
 }
 
 /// The parameter values for a verified region: `(suffix, value, type, data type)`.
-pub fn parameter_values(report: &RegionReport) -> Vec<(&'static str, String, &'static str, &'static str)> {
+pub fn parameter_values(
+    intent: &Intent,
+    report: &RegionReport,
+) -> Vec<(&'static str, String, &'static str, &'static str)> {
     let snaps: Vec<&str> = report.snapshots.iter().map(|s| s.snapshot_id.as_str()).collect();
     let [image_id, kms_key_arn, snapshot_ids] = PARAMETER_SUFFIXES;
-    vec![
+    let mut v = vec![
         (image_id, report.ami_id.clone(), "String", "aws:ec2:image"),
         (kms_key_arn, report.intended_kms_key_arn.clone().unwrap_or_default(), "String", "text"),
         (snapshot_ids, snaps.join(","), "StringList", "text"),
-    ]
+    ];
+    if let Some(source) = &intent.source_image_id {
+        v.push((SOURCE_IMAGE_PARAMETER, source.clone(), "String", "text"));
+    }
+    v
 }
 
 fn param_steps(
+    intent: &Intent,
     region: &str,
     account: Option<&str>,
     path: &str,
@@ -149,7 +160,7 @@ fn param_steps(
     wave: u8,
 ) -> Vec<Step> {
     let key_account = account.unwrap_or("");
-    parameter_values(report)
+    parameter_values(intent, report)
         .into_iter()
         .map(|(suffix, value, ty, dt)| {
             let name = format!("{path}/{suffix}");
@@ -279,9 +290,9 @@ pub fn plan_region(intent: &Intent, facts: &RegionFacts, report: &RegionReport) 
 
     // SSM parameters: the producer's, then each publish account's.
     if let Some(path) = &intent.ssm_path {
-        steps.extend(param_steps(region, None, path, report, facts, 0));
+        steps.extend(param_steps(intent, region, None, path, report, facts, 0));
         for account in &intent.publish_accounts {
-            steps.extend(param_steps(region, Some(account), path, report, facts, 1));
+            steps.extend(param_steps(intent, region, Some(account), path, report, facts, 1));
         }
     }
     steps
@@ -309,7 +320,7 @@ pub fn unread_region_items(intent: &Intent, ami: &str) -> Vec<(Option<String>, &
     );
     out.extend(super::lifecycle::unread_items(&intent.lifecycle, ami).into_iter().map(|(k, t)| (None, k, t)));
     if let Some(path) = &intent.ssm_path {
-        for name in parameter_names(path) {
+        for name in parameter_names(intent, path) {
             out.push((None, "ssm_parameter", name.clone()));
             for account in &intent.publish_accounts {
                 out.push((Some(account.clone()), "ssm_parameter", name.clone()));
@@ -468,7 +479,7 @@ mod tests {
         });
         f.snapshot_users.insert("snap-1".into(), ["222233334444".to_string()].into());
         for account in ["", "555566667777"] {
-            for (suffix, value, ty, dt) in parameter_values(&r) {
+            for (suffix, value, ty, dt) in parameter_values(&i, &r) {
                 f.parameters.insert(
                     (account.to_string(), format!("/images/base/{suffix}")),
                     Some(ParamFacts { value, param_type: ty.into(), data_type: dt.into() }),
@@ -518,6 +529,45 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_publishes_its_source_image_beside_the_others_and_only_when_it_differs() {
+        let (mut i, mut f, r) = setup(Settings { ssm_path: Some("/golden".into()), ..Default::default() });
+        i.source_image_id = Some("ami-0aaaaaaaaaaaaaaaa".into());
+        assert_eq!(
+            parameter_names(&i, "/golden"),
+            ["/golden/image_id", "/golden/kms_key_arn", "/golden/snapshot_ids", "/golden/source_image_id"]
+        );
+        let put = |steps: &[Step]| -> Vec<String> {
+            steps
+                .iter()
+                .filter_map(|s| match &s.write {
+                    Some(Write::PutParameter { name, value, param_type, data_type, .. }) => {
+                        Some(format!("{name}={value} {param_type} {data_type}"))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = put(&plan_region(&i, &f, &r));
+        assert_eq!(
+            first.last().map(String::as_str),
+            Some("/golden/source_image_id=ami-0aaaaaaaaaaaaaaaa String text")
+        );
+        for (suffix, value, ty, dt) in parameter_values(&i, &r) {
+            f.parameters.insert(
+                (String::new(), format!("/golden/{suffix}")),
+                Some(ParamFacts { value, param_type: ty.into(), data_type: dt.into() }),
+            );
+        }
+        assert_eq!(put(&plan_region(&i, &f, &r)), Vec::<String>::new());
+        // Another source (the producer rebuilt and the copy was redone): only that one is rewritten.
+        i.source_image_id = Some("ami-0bbbbbbbbbbbbbbbb".into());
+        assert_eq!(
+            put(&plan_region(&i, &f, &r)),
+            ["/golden/source_image_id=ami-0bbbbbbbbbbbbbbbb String text"]
+        );
+    }
+
+    #[test]
     fn unread_region_lists_every_item_publish_would_converge() {
         let (i, ..) = setup(sharing());
         let all = unread_region_items(&i, "ami-12345678");
@@ -537,7 +587,7 @@ mod tests {
                 (Some("555566667777"), "ssm_parameter", "/images/base/snapshot_ids"),
             ]
         );
-        assert_eq!(parameter_names("/p"), ["/p/image_id", "/p/kms_key_arn", "/p/snapshot_ids"]);
+        assert_eq!(parameter_names(&i, "/p"), ["/p/image_id", "/p/kms_key_arn", "/p/snapshot_ids"]);
     }
 
     fn step(account: Option<&str>, write: bool) -> Step {
