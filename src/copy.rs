@@ -30,6 +30,7 @@ use crate::core::copy::{
     self as core, CopyCode, CopyDecision, CopyFinding, CopyItem, CopyItemReport, CopyReport, CopyStatus,
     MAX_CONCURRENT_COPIES, WaitStep,
 };
+use crate::core::facts::{ImageFacts, Known};
 use crate::producer::{Mode, ProducerError, Progress, Quiet, RunOptions};
 
 /// Options of one copy run.
@@ -289,29 +290,36 @@ async fn start_copy(
     }
 }
 
-/// Waits for `ami` to be available. `Ok(())` when it is; otherwise the item's final report.
+/// Waits for `ami` to be available, starting from `seen` (the image as this run already read it)
+/// when given. `Ok` with the image as it was when available; otherwise the item's final report.
 async fn wait_available(
     consumer: &Aws,
     item: &CopyItem,
     ami: &str,
+    seen: Option<ImageFacts>,
     timeout: Duration,
     cancel: &CancellationToken,
     mut report: CopyItemReport,
-) -> Result<CopyItemReport, CopyItemReport> {
+) -> Result<(CopyItemReport, Option<ImageFacts>), CopyItemReport> {
     let started = Instant::now();
     let mut attempt = 0;
+    let mut seen = seen.filter(|i| i.ami_id == ami);
     loop {
-        let state = match crate::aws::read::describe_image(consumer, &item.region, ami).await {
-            Ok(Some(i)) => i.state,
-            Ok(None) => "pending".to_string(), // not visible yet right after CopyImage
-            Err(e) => {
-                report.status = CopyStatus::Failed;
-                report.error = Some(e.in_account(&item.account).to_string());
-                return Err(report);
-            }
+        let image = match seen.take() {
+            Some(i) => Some(i),
+            None => match crate::aws::read::describe_image(consumer, &item.region, ami).await {
+                Ok(i) => i,
+                Err(e) => {
+                    report.status = CopyStatus::Failed;
+                    report.error = Some(e.in_account(&item.account).to_string());
+                    return Err(report);
+                }
+            },
         };
+        // Not visible yet right after CopyImage: pending.
+        let state = image.as_ref().map_or_else(|| "pending".to_string(), |i| i.state.clone());
         match core::wait_step(&state, attempt, started.elapsed(), timeout) {
-            WaitStep::Available => return Ok(report),
+            WaitStep::Available => return Ok((report, image)),
             WaitStep::Failed => {
                 report.status = CopyStatus::Failed;
                 report.findings.push(finding(
@@ -405,11 +413,22 @@ async fn process(
         }
     };
     report.copy_ami = Some(ami.clone());
-    let report = match wait_available(consumer, item, &ami, opts.timeout, cancel, report).await {
+    // An adopted copy was read by its tags moments ago: that read is the first poll.
+    let seen = if copied { None } else { facts.existing.clone() };
+    let (report, image) = match wait_available(consumer, item, &ami, seen, opts.timeout, cancel, report).await
+    {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let mut report = verify_and_publish(consumer, item, &ami, settings, cancel, report).await;
+    // The verifier reads neither the image nor the destination key again.
+    let mut known = Known::default();
+    if let Some(i) = image {
+        known.images.insert(item.region.clone(), i);
+    }
+    if let Some(k) = facts.dest_key {
+        known.keys.insert(item.region.clone(), [(item.key.clone(), k)].into());
+    }
+    let mut report = verify_and_publish(consumer, item, &ami, &known, settings, cancel, report).await;
     if report.status == CopyStatus::Unchanged {
         report.status = if copied {
             CopyStatus::Copied
@@ -428,6 +447,7 @@ async fn verify_and_publish(
     consumer: &Aws,
     item: &CopyItem,
     ami: &str,
+    known: &Known,
     settings: &Settings,
     cancel: &CancellationToken,
     mut report: CopyItemReport,
@@ -452,6 +472,7 @@ async fn verify_and_publish(
     let run = crate::producer::run_with(
         consumer,
         &intent,
+        known,
         RunOptions { mode: Mode::Publish, dry_run: false },
         &Quiet,
         cancel,

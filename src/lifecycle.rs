@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::{Aws, AwsError, AwsOptions, apply, gather, lifecycle as read};
 use crate::core::artifact::{AmiSet, valid_region};
 use crate::core::config::Settings;
+use crate::core::facts::Known;
 use crate::core::intent::{self, check_ssm_path};
 use crate::core::lifecycle::{
     self as decide, KeepPolicy, ParamVersion, RetireFacts, RetireImage, RetireItem,
@@ -447,7 +448,7 @@ pub async fn retire(
                         for w in &item.writes {
                             let r = match w {
                                 Write::DeregisterImage { ami_id, delete_snapshots } => {
-                                    read::deregister_image(aws, region, ami_id, *delete_snapshots).await.map(
+                                    apply::deregister_image(aws, region, ami_id, *delete_snapshots).await.map(
                                         |codes| {
                                             e.snapshot_results = codes;
                                         },
@@ -638,6 +639,7 @@ pub async fn rollback(
     let plan = producer::run_with(
         &aws,
         &intent,
+        &Known::default(),
         RunOptions { mode: Mode::Publish, dry_run: true },
         progress,
         cancel,
@@ -656,6 +658,7 @@ pub async fn rollback(
     let mut report = producer::run_with(
         &aws,
         &intent,
+        &Known::default(),
         RunOptions { mode: Mode::Publish, dry_run: false },
         progress,
         cancel,

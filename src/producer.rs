@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::{Aws, AwsError, AwsOptions, apply, gather};
 use crate::core::artifact::AmiSet;
 use crate::core::config::Settings;
-use crate::core::facts::RegionFacts;
+use crate::core::facts::{Known, RegionFacts};
 use crate::core::intent::{self, Intent};
 use crate::core::plan::{self, Step};
 use crate::core::report::{ActionReport, RegionError, RegionReport, Report, Status};
@@ -130,13 +130,15 @@ pub async fn run(
     let intent = intent::build(settings, amis).map_err(ProducerError::Input)?;
     let first_region = amis.regions().next().unwrap_or("us-east-1").to_string();
     let aws = Aws::connect(&AwsOptions::from_settings(settings), &first_region).await;
-    run_with(&aws, &intent, opts, progress, cancel).await
+    run_with(&aws, &intent, &Known::default(), opts, progress, cancel).await
 }
 
-/// [`run`] with an existing connection and a validated intent.
+/// [`run`] with an existing connection and a validated intent; `known` holds what the caller
+/// already read in this run (nothing, but for a copy's verification).
 pub async fn run_with(
     aws: &Aws,
     intent: &Intent,
+    known: &Known,
     opts: RunOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
@@ -151,7 +153,7 @@ pub async fn run_with(
 
     let publishers = publishers(aws, intent, opts.mode).await;
     let Gathered { facts, sharing, mut failed, account } =
-        gather_all(aws, intent, &regions, opts.mode, &publishers, cancel).await?;
+        gather_all(aws, intent, known, &regions, opts.mode, &publishers, cancel).await?;
     let mut report = Report {
         command: command.into(),
         dry_run: opts.dry_run,
@@ -230,6 +232,7 @@ struct Gathered {
 async fn gather_all(
     aws: &Aws,
     intent: &Intent,
+    known: &Known,
     regions: &[String],
     mode: Mode,
     publishers: &[(String, Aws)],
@@ -239,7 +242,8 @@ async fn gather_all(
         match mode {
             Mode::Check => {
                 let mut out = Vec::new();
-                for g in join_all(regions.iter().map(|r| gather::gather_region(aws, intent, r))).await {
+                for g in join_all(regions.iter().map(|r| gather::gather_region(aws, intent, known, r))).await
+                {
                     out.push(match g {
                         Ok(f) => Ok((f, Ok(()))),
                         Err(e) => Err(e),
@@ -250,7 +254,9 @@ async fn gather_all(
             Mode::Publish => {
                 let (g, account) = tokio::join!(
                     join_all(
-                        regions.iter().map(|r| gather::gather_region_publish(aws, publishers, intent, r))
+                        regions
+                            .iter()
+                            .map(|r| gather::gather_region_publish(aws, publishers, intent, known, r))
                     ),
                     aws.account_id()
                 );

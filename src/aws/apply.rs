@@ -66,13 +66,13 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
                 .map_err(|e| AwsError::from_sdk("ModifySnapshotAttribute", region, e))?;
         }
         Write::EnableImageDeprecation { ami_id, deprecate_at } => {
-            super::lifecycle::enable_deprecation(aws, region, ami_id, deprecate_at).await?;
+            enable_deprecation(aws, region, ami_id, deprecate_at).await?;
         }
         Write::EnableImageDeregistrationProtection { ami_id, with_cooldown } => {
-            super::lifecycle::enable_protection(aws, region, ami_id, *with_cooldown).await?;
+            enable_protection(aws, region, ami_id, *with_cooldown).await?;
         }
         Write::DeregisterImage { ami_id, delete_snapshots } => {
-            super::lifecycle::deregister_image(aws, region, ami_id, *delete_snapshots).await?;
+            deregister_image(aws, region, ami_id, *delete_snapshots).await?;
         }
         Write::PutParameter { name, value, param_type, data_type, overwrite } => {
             let mut req = aws
@@ -150,4 +150,70 @@ pub async fn retire_grant(aws: &Aws, region: &str, key_arn: &str, grant_id: &str
         .await
         .map_err(|e| AwsError::from_sdk("RetireGrant", region, e))?;
     Ok(())
+}
+
+/// EnableImageDeprecation at `at` (RFC 3339).
+pub async fn enable_deprecation(aws: &Aws, region: &str, ami: &str, at: &str) -> Result<(), AwsError> {
+    let when = aws_smithy_types::DateTime::from_str(at, aws_smithy_types::date_time::Format::DateTime)
+        .map_err(|e| AwsError {
+            operation: "EnableImageDeprecation",
+            region: region.to_string(),
+            account: None,
+            code: None,
+            message: format!("{at:?}: {e}"),
+            hint: None,
+        })?;
+    aws.ec2(region)
+        .enable_image_deprecation()
+        .image_id(ami)
+        .deprecate_at(when)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("EnableImageDeprecation", region, e))?;
+    Ok(())
+}
+
+/// EnableImageDeregistrationProtection.
+pub async fn enable_protection(
+    aws: &Aws,
+    region: &str,
+    ami: &str,
+    with_cooldown: bool,
+) -> Result<(), AwsError> {
+    aws.ec2(region)
+        .enable_image_deregistration_protection()
+        .image_id(ami)
+        .with_cooldown(with_cooldown)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("EnableImageDeregistrationProtection", region, e))?;
+    Ok(())
+}
+
+/// DeregisterImage (with `DeleteAssociatedSnapshots`): per snapshot, AWS's return code
+/// (`success`; `skipped` when another AMI still uses it, …).
+pub async fn deregister_image(
+    aws: &Aws,
+    region: &str,
+    ami: &str,
+    delete_snapshots: bool,
+) -> Result<Vec<(String, String)>, AwsError> {
+    let out = aws
+        .ec2(region)
+        .deregister_image()
+        .image_id(ami)
+        .delete_associated_snapshots(delete_snapshots)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("DeregisterImage", region, e))?;
+    Ok(out
+        .delete_snapshot_results()
+        .iter()
+        .map(|r| {
+            (
+                r.snapshot_id().unwrap_or_default().to_string(),
+                r.return_code().map(|c| c.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
+            )
+        })
+        .collect())
 }

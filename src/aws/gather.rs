@@ -12,7 +12,7 @@ use futures::future::join_all;
 use super::clients::Aws;
 use super::error::AwsError;
 use super::read::{self, describe_image, describe_snapshots};
-use crate::core::facts::{KeyFacts, KeyLookup, LaunchPermissions, ParamFacts, RegionFacts};
+use crate::core::facts::{KeyFacts, KeyLookup, Known, LaunchPermissions, ParamFacts, RegionFacts};
 use crate::core::intent::Intent;
 use crate::core::plan::parameter_names;
 
@@ -131,8 +131,13 @@ pub async fn get_parameters(
 }
 
 /// Stage 1 (enough for `check`): image, snapshots, keys.
-pub async fn gather_region(aws: &Aws, intent: &Intent, region: &str) -> Result<RegionFacts, AwsError> {
-    gather(aws, intent, region, None).await.map(|(f, _)| f)
+pub async fn gather_region(
+    aws: &Aws,
+    intent: &Intent,
+    known: &Known,
+    region: &str,
+) -> Result<RegionFacts, AwsError> {
+    gather(aws, intent, known, region, None).await.map(|(f, _)| f)
 }
 
 /// Stage 1 and, in the same waves, the sharing state `publish` needs (launch and create-volume
@@ -144,15 +149,17 @@ pub async fn gather_region_publish(
     aws: &Aws,
     publishers: &[(String, Aws)],
     intent: &Intent,
+    known: &Known,
     region: &str,
 ) -> Result<(RegionFacts, Result<(), AwsError>), AwsError> {
-    let (facts, sharing) = gather(aws, intent, region, Some(publishers)).await?;
+    let (facts, sharing) = gather(aws, intent, known, region, Some(publishers)).await?;
     Ok((facts, sharing.unwrap_or(Ok(()))))
 }
 
 async fn gather(
     aws: &Aws,
     intent: &Intent,
+    known: &Known,
     region: &str,
     publishers: Option<&[(String, Aws)]>,
 ) -> Result<(RegionFacts, Option<Result<(), AwsError>>), AwsError> {
@@ -187,12 +194,24 @@ async fn gather(
         Some((lp, own, others))
     };
     let stage1 = async {
-        let (image, intended) = tokio::join!(describe_image(aws, region, &ami), async {
-            match &intended_key {
-                Some(k) => describe_key(aws, region, k, false).await.map(Some),
-                None => Ok(None),
+        // What the caller already read in this run is not read again.
+        let (image, intended) = tokio::join!(
+            async {
+                match known.image(region, &ami) {
+                    Some(i) => Ok(Some(i.clone())),
+                    None => describe_image(aws, region, &ami).await,
+                }
+            },
+            async {
+                match &intended_key {
+                    Some(k) => match known.key(region, k) {
+                        Some(l) => Ok(Some(l.clone())),
+                        None => describe_key(aws, region, k, false).await.map(Some),
+                    },
+                    None => Ok(None),
+                }
             }
-        });
+        );
         let image = image?;
         let mut keys = BTreeMap::new();
         if let (Some(k), Some(l)) = (&intended_key, intended?) {

@@ -1,7 +1,7 @@
 //! The AWS edge of the AMI lifecycle: the reads `retire` and `rollback` need that no other command
-//! makes (parameter history, image references, DescribeImages by filter) and the lifecycle writes
-//! (deprecation, deregistration protection, deregistration). One call per function; decisions
-//! are in [`crate::core::lifecycle`].
+//! makes (parameter history, image references, DescribeImages by filter). One call per function;
+//! the lifecycle writes are in [`super::apply`] with the others; decisions are in
+//! [`crate::core::lifecycle`].
 
 use std::collections::BTreeMap;
 
@@ -135,70 +135,4 @@ pub async fn image_references(
         }
     }
     Ok(out)
-}
-
-/// EnableImageDeprecation at `at` (RFC 3339).
-pub async fn enable_deprecation(aws: &Aws, region: &str, ami: &str, at: &str) -> Result<(), AwsError> {
-    let when = aws_smithy_types::DateTime::from_str(at, aws_smithy_types::date_time::Format::DateTime)
-        .map_err(|e| AwsError {
-            operation: "EnableImageDeprecation",
-            region: region.to_string(),
-            account: None,
-            code: None,
-            message: format!("{at:?}: {e}"),
-            hint: None,
-        })?;
-    aws.ec2(region)
-        .enable_image_deprecation()
-        .image_id(ami)
-        .deprecate_at(when)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("EnableImageDeprecation", region, e))?;
-    Ok(())
-}
-
-/// EnableImageDeregistrationProtection.
-pub async fn enable_protection(
-    aws: &Aws,
-    region: &str,
-    ami: &str,
-    with_cooldown: bool,
-) -> Result<(), AwsError> {
-    aws.ec2(region)
-        .enable_image_deregistration_protection()
-        .image_id(ami)
-        .with_cooldown(with_cooldown)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("EnableImageDeregistrationProtection", region, e))?;
-    Ok(())
-}
-
-/// DeregisterImage (with `DeleteAssociatedSnapshots`): per snapshot, AWS's return code
-/// (`success`; `skipped` when another AMI still uses it, …).
-pub async fn deregister_image(
-    aws: &Aws,
-    region: &str,
-    ami: &str,
-    delete_snapshots: bool,
-) -> Result<Vec<(String, String)>, AwsError> {
-    let out = aws
-        .ec2(region)
-        .deregister_image()
-        .image_id(ami)
-        .delete_associated_snapshots(delete_snapshots)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("DeregisterImage", region, e))?;
-    Ok(out
-        .delete_snapshot_results()
-        .iter()
-        .map(|r| {
-            (
-                r.snapshot_id().unwrap_or_default().to_string(),
-                r.return_code().map(|c| c.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
-            )
-        })
-        .collect())
 }

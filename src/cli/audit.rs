@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{CliError, Format, output};
+use super::{AwsArgs, CliError, Format, output};
+use crate::aws::Aws;
 use crate::aws::audit::gather_audit;
 use crate::aws::read::describe_regions;
-use crate::aws::{Aws, AwsOptions};
 use crate::core::artifact::valid_region;
 use crate::core::audit::AuditReport;
 use crate::producer::Progress;
@@ -40,22 +40,8 @@ pub struct AuditArgs {
     /// Maximum AWS calls in flight, across all regions.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
-    /// Shared-config profile.
-    #[arg(long)]
-    profile: Option<String>,
-    /// Home region (DescribeRegions).
-    #[arg(long)]
-    region: Option<String>,
-    /// Endpoint for every AWS service, e.g. an emulator (AWS_ENDPOINT_URL works too).
-    #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
-    /// Retries per AWS call after the first attempt, as packer-plugin-amazon counts them
-    /// (standard retry mode with backoff; default 4).
-    #[arg(long, value_name = "N")]
-    max_retries: Option<u32>,
-    /// Accept region names amikey does not know.
-    #[arg(long)]
-    skip_region_validation: bool,
+    #[command(flatten)]
+    aws: AwsArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -87,20 +73,14 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
     regions.sort();
     regions.dedup();
     let unknown: Vec<&String> =
-        regions.iter().filter(|r| !valid_region(r, args.skip_region_validation)).collect();
+        regions.iter().filter(|r| !valid_region(r, args.aws.skip_region_validation)).collect();
     if !unknown.is_empty() {
         return Err(CliError::Input(format!(
             "unknown region(s) {unknown:?} (check the spelling, or pass --skip-region-validation)"
         )));
     }
-    let opts = AwsOptions {
-        profile: args.profile.clone(),
-        region: args.region.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        max_attempts: crate::core::config::max_attempts(args.max_retries),
-        ..Default::default()
-    };
-    let aws = Aws::connect(&opts, regions.first().map(String::as_str).unwrap_or("us-east-1")).await;
+    let aws =
+        Aws::connect(&args.aws.options(), regions.first().map(String::as_str).unwrap_or("us-east-1")).await;
     if regions.is_empty() {
         regions = describe_regions(&aws).await.map_err(|e| {
             CliError::Input(format!("cannot list the account's regions ({e}); pass --regions instead"))

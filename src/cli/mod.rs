@@ -274,6 +274,15 @@ fn overlay_common(s: &mut Settings, keys: &KeyArgs, aws: &AwsArgs) -> Result<(),
     Ok(())
 }
 
+impl AwsArgs {
+    /// The SDK options these flags give, for commands without a `--config` file.
+    fn options(&self) -> crate::aws::AwsOptions {
+        let mut s = Settings::default();
+        overlay_aws(&mut s, self);
+        crate::aws::AwsOptions::from_settings(&s)
+    }
+}
+
 fn overlay_aws(s: &mut Settings, aws: &AwsArgs) {
     if aws.profile.is_some() {
         s.profile = aws.profile.clone();

@@ -58,6 +58,28 @@ pub enum KeyLookup {
     AccessDenied(String),
 }
 
+/// Facts the caller already read in this run, handed to the verifier so that it does not read
+/// them again (a copy: the image as it became available, its destination key). Per region.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The AMI of the region (used only when its id is the AMI being verified).
+    pub images: BTreeMap<String, ImageFacts>,
+    /// Key lookups, by the reference that was looked up.
+    pub keys: BTreeMap<String, BTreeMap<String, KeyLookup>>,
+}
+
+impl Known {
+    /// `ami` in `region`, if it was read.
+    pub fn image(&self, region: &str, ami: &str) -> Option<&ImageFacts> {
+        self.images.get(region).filter(|i| i.ami_id == ami)
+    }
+
+    /// The lookup of `key` in `region`, if it was made.
+    pub fn key(&self, region: &str, key: &str) -> Option<&KeyLookup> {
+        self.keys.get(region).and_then(|k| k.get(key))
+    }
+}
+
 /// One block-device mapping of an AMI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockDevice {
