@@ -4,7 +4,8 @@
 //!
 //! Order of work: validate input (nothing called on bad input) → push: the producer's reads once
 //! per region (AMI, snapshots, their keys and key policies, the sharing state) → per account ×
-//! region, concurrently under [`MAX_CONCURRENT_COPIES`]: the consumer's reads (destination key,
+//! region, all at once, at most [`MAX_CONCURRENT_COPIES`] of them calling AWS at a time (waiting
+//! holds no slot): the consumer's reads (destination key,
 //! a previous copy by its tags; pull: the source as the consumer sees it) → the pure
 //! [`decide`] (preconditions; a failure touches nothing in that account and region) →
 //! `CopyImage` (deterministic `ClientToken`, `ResourceLimitExceeded` retried with backoff) →
@@ -18,8 +19,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::join_all;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::copy::{self as awscopy, ProducerRegion};
@@ -176,29 +177,48 @@ async fn run_items(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> CopyReport {
-    let work: Vec<_> = items
-        .iter()
-        .map(|item| async move {
-            let consumer = &consumers[&item.account];
-            let pf = producer.map(|p| p.get(&item.region));
-            let r = match pf {
-                Some(Some(Err(e))) => failed(item, format!("the source AMI could not be read: {e}")),
-                Some(None) => failed(item, "no producer facts for this region".into()),
-                Some(Some(Ok(p))) => {
-                    process(consumer, item, Some(p), source_account, opts, settings, cancel).await
-                }
-                None => process(consumer, item, None, source_account, opts, settings, cancel).await,
-            };
-            progress.message(&item_line(&r));
-            r
-        })
-        .collect();
-    let mut reports: Vec<CopyItemReport> =
-        futures::stream::iter(work).buffer_unordered(MAX_CONCURRENT_COPIES).collect().await;
+    let shared = Shared { cancel, slots: Semaphore::new(MAX_CONCURRENT_COPIES) };
+    let shared = &shared;
+    let work = items.iter().map(|item| async move {
+        let consumer = &consumers[&item.account];
+        let pf = producer.map(|p| p.get(&item.region));
+        let r = match pf {
+            Some(Some(Err(e))) => failed(item, format!("the source AMI could not be read: {e}")),
+            Some(None) => failed(item, "no producer facts for this region".into()),
+            Some(Some(Ok(p))) => {
+                process(consumer, item, Some(p), source_account, opts, settings, shared).await
+            }
+            None => process(consumer, item, None, source_account, opts, settings, shared).await,
+        };
+        progress.message(&item_line(&r));
+        r
+    });
+    // Every item at once: the slots bound the items calling AWS, and a copy waiting for
+    // `available` holds none, so every copy runs in AWS at the same time.
+    let mut reports: Vec<CopyItemReport> = join_all(work).await;
     reports.sort_by(|a, b| (&a.account, &a.region).cmp(&(&b.account, &b.region)));
     let report = CopyReport { command: "copy".into(), dry_run: opts.dry_run, items: reports };
     progress.say(&report.summary());
     report
+}
+
+/// What the items of one run share: the cancel token, and [`MAX_CONCURRENT_COPIES`] slots, one
+/// held by each item while it calls AWS (its reads and `CopyImage`; one poll; verify and publish),
+/// never while it sleeps between polls.
+struct Shared<'a> {
+    cancel: &'a CancellationToken,
+    slots: Semaphore,
+}
+
+impl Shared<'_> {
+    /// A slot, or `None` when cancelled first.
+    async fn slot(&self) -> Option<SemaphorePermit<'_>> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => None,
+            p = self.slots.acquire() => p.ok(),
+        }
+    }
 }
 
 fn item_line(r: &CopyItemReport) -> String {
@@ -298,7 +318,7 @@ async fn wait_available(
     ami: &str,
     seen: Option<ImageFacts>,
     timeout: Duration,
-    cancel: &CancellationToken,
+    shared: &Shared<'_>,
     mut report: CopyItemReport,
 ) -> Result<(CopyItemReport, Option<ImageFacts>), CopyItemReport> {
     let started = Instant::now();
@@ -307,14 +327,23 @@ async fn wait_available(
     loop {
         let image = match seen.take() {
             Some(i) => Some(i),
-            None => match crate::aws::read::describe_image(consumer, &item.region, ami).await {
-                Ok(i) => i,
-                Err(e) => {
-                    report.status = CopyStatus::Failed;
-                    report.error = Some(e.in_account(&item.account).to_string());
+            None => {
+                let Some(_slot) = shared.slot().await else {
+                    report.status = CopyStatus::InProgress;
+                    report.error = Some(format!(
+                        "cancelled while waiting for {ami}: the copy keeps going in AWS; a re-run adopts it"
+                    ));
                     return Err(report);
+                };
+                match crate::aws::read::describe_image(consumer, &item.region, ami).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        report.status = CopyStatus::Failed;
+                        report.error = Some(e.in_account(&item.account).to_string());
+                        return Err(report);
+                    }
                 }
-            },
+            }
         };
         // Not visible yet right after CopyImage: pending.
         let state = image.as_ref().map_or_else(|| "pending".to_string(), |i| i.state.clone());
@@ -340,7 +369,7 @@ async fn wait_available(
             }
             WaitStep::Again(d) => {
                 attempt += 1;
-                if !sleep_or_cancel(d, cancel).await {
+                if !sleep_or_cancel(d, shared.cancel).await {
                     report.status = CopyStatus::InProgress;
                     report.error = Some(format!(
                         "cancelled while {ami} was {state}: the copy keeps going in AWS; a re-run adopts it"
@@ -359,11 +388,13 @@ async fn process(
     source_account: Option<&str>,
     opts: CopyOptions,
     settings: &Settings,
-    cancel: &CancellationToken,
+    shared: &Shared<'_>,
 ) -> CopyItemReport {
-    if cancel.is_cancelled() {
+    let cancel = shared.cancel;
+    // A slot for the reads, the decision and CopyImage.
+    let Some(slot) = shared.slot().await else {
         return failed(item, "not started: cancelled".into());
-    }
+    };
     let facts = match awscopy::gather_consumer(
         consumer,
         &item.region,
@@ -415,10 +446,17 @@ async fn process(
     report.copy_ami = Some(ami.clone());
     // An adopted copy was read by its tags moments ago: that read is the first poll.
     let seen = if copied { None } else { facts.existing.clone() };
-    let (report, image) = match wait_available(consumer, item, &ami, seen, opts.timeout, cancel, report).await
-    {
-        Ok(r) => r,
-        Err(r) => return r,
+    // Waiting holds no slot: each poll takes one.
+    drop(slot);
+    let (mut report, image) =
+        match wait_available(consumer, item, &ami, seen, opts.timeout, shared, report).await {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+    let Some(_slot) = shared.slot().await else {
+        report.status = CopyStatus::Failed;
+        report.error = Some(format!("cancelled before verifying {ami}: a re-run verifies and publishes it"));
+        return report;
     };
     // The verifier reads neither the image nor the destination key again.
     let mut known = Known::default();

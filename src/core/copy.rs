@@ -27,10 +27,12 @@ pub const TAG_SOURCE_ACCOUNT: &str = "amikey:source-account";
 /// The SSM parameter (under the copy's `ssm_path`) naming the source AMI.
 pub const SOURCE_IMAGE_PARAMETER: &str = "source_image_id";
 
-/// How many copies amikey keeps in flight at once (across accounts and regions). AWS allows up
-/// to 100 concurrent AMI copies per destination region and account (EC2 quota "AMI copies in
-/// progress"); one AMI set puts at most one copy in each account × region, so this bound paces
-/// the API calls rather than the quota. `ResourceLimitExceeded` is retried with backoff.
+/// How many copy items call AWS at once (across accounts and regions): an item holds a slot for
+/// its reads and `CopyImage`, for each poll, and for verify and publish, never while it waits
+/// between polls, so every copy of a run is in progress in AWS at the same time. AWS limits the
+/// AMI copies in progress per destination region and account; one AMI set puts at most one copy
+/// in each account × region, so the quota is met only when other copies run there, and then
+/// `ResourceLimitExceeded` is retried with backoff.
 pub const MAX_CONCURRENT_COPIES: usize = 32;
 
 /// Attempts of `CopyImage` on `ResourceLimitExceeded` (the copy quota) before giving up.
