@@ -3,7 +3,8 @@
 //! verified and published in each, and a re-run that changes nothing (counted in the call log);
 //! the consumer pulling on its own from the published parameters; each precondition failure as a
 //! finding that touches nothing in that account; a SIGKILL mid-run, then a re-run that converges
-//! without duplicates.
+//! without duplicates; more copies than call slots, pending for a while (C2), all started before
+//! any finishes.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -436,4 +437,46 @@ fn sigkill_mid_run_then_a_rerun_converges_without_duplicates() {
     let (code, out, _) = run(&mut copy_cmd(&m, &s.artifact, &[CONSUMER, OTHER]));
     assert_eq!(code, 0, "{out}");
     assert_eq!(count(&m, "CopyImage", None) + count(&m, "PutParameter", None), 0);
+}
+
+#[test]
+#[cfg_attr(not(amikey_external), ignore = "external: moto")]
+fn copies_beyond_the_call_slots_all_start_before_any_finishes() {
+    // More items than MAX_CONCURRENT_COPIES, and copies that stay pending (moto C2): a copy
+    // waiting for `available` must not hold one of the slots, so every CopyImage is sent before
+    // the first copy is available (before the first PutParameter). Were a slot held for a copy's
+    // whole life, the items past the slots would start only once an earlier copy had finished.
+    let m = Moto::take();
+    let n = amikey::core::copy::MAX_CONCURRENT_COPIES / REGIONS.len() + 1;
+    let accounts: Vec<String> = (1..=n).map(|i| format!("3000000000{i:02}")).collect();
+    let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let s = seed(&m, &accounts, &accounts);
+    for a in &accounts {
+        consumer_keys(&m, a);
+    }
+    block_on(async {
+        let aws = m.aws(None).await;
+        for r in REGIONS {
+            aws.ec2(r)
+                .create_tags()
+                .resources(&s.amis[r])
+                .tags(aws_sdk_ec2::types::Tag::builder().key("amikey-moto:copy-seconds").value("8").build())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    m.clear_calls();
+    let (code, out, err) = run(&mut copy_cmd(&m, &s.artifact, &accounts));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let items = items(&json(&out));
+    assert_eq!(items.len(), n * REGIONS.len());
+    assert!(items.len() > amikey::core::copy::MAX_CONCURRENT_COPIES);
+    assert!(items.iter().all(|(_, _, st)| st == "copied"), "{out}");
+    let ops: Vec<String> =
+        m.calls().iter().map(|c| c["operation"].as_str().unwrap_or_default().to_string()).collect();
+    let last_copy = ops.iter().rposition(|o| o == "CopyImage").unwrap();
+    let first_put = ops.iter().position(|o| o == "PutParameter").unwrap();
+    assert_eq!(ops.iter().filter(|o| *o == "CopyImage").count(), items.len());
+    assert!(last_copy < first_put, "CopyImage #{last_copy} came after the first PutParameter (#{first_put})");
 }

@@ -978,6 +978,25 @@ def _(ctx: Ctx) -> None:
     expect(other != first, "a new token makes a new copy")
 
 
+@check("C2: a copy of a source tagged amikey-moto:copy-seconds=2 is pending, then available; untagged: at once")
+def _(ctx: Ctx) -> None:
+    ami, _snap, alias = copy_fixture(ctx)
+    b = ctx.c("ec2", account=B)
+    args = dict(SourceImageId=ami, SourceRegion="us-east-1", Encrypted=True, KmsKeyId=alias)
+    at_once = b.copy_image(Name=uniq("copy"), **args)["ImageId"]
+    eq(image(ctx, "us-east-1", at_once, account=B)["State"], "available", "untagged source: state at once")
+    ctx.c("ec2").create_tags(Resources=[ami], Tags=[{"Key": "amikey-moto:copy-seconds", "Value": "2"}])
+    token = uniq("tok")
+    slow = b.copy_image(Name=uniq("copy"), ClientToken=token, **args)["ImageId"]
+    eq(image(ctx, "us-east-1", slow, account=B)["State"], "pending", "tagged source: state right after CopyImage")
+    eq(b.copy_image(Name=uniq("copy"), ClientToken=token, **args)["ImageId"], slow, "same token")
+    deadline = time.monotonic() + 10
+    while image(ctx, "us-east-1", slow, account=B)["State"] == "pending":
+        expect(time.monotonic() < deadline, "still pending after 10 s")
+        time.sleep(0.2)
+    eq(image(ctx, "us-east-1", slow, account=B)["State"], "available", "state after the wait")
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main() -> int:

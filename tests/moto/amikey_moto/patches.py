@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from copy import copy
 from typing import Any, Callable
 
@@ -1242,6 +1243,44 @@ def patch_C1() -> None:
     EC2Response.copy_image = copy_image
 
 
+#: Tag on a source AMI: each copy of it stays ``pending`` this many seconds (C2).
+COPY_SECONDS_TAG = "amikey-moto:copy-seconds"
+
+
+def patch_C2() -> None:
+    """C2 — a copy takes time, like AWS (minutes there; vanilla makes it ``available`` at once, so
+    nothing that waits for a copy can be exercised): a copy of a source AMI tagged
+    ``amikey-moto:copy-seconds=N`` is ``pending`` for N seconds, then ``available``. Untagged sources
+    copy at once, as before. The tag is this emulator's knob, set with CreateTags like any tag; a
+    reset removes it with the image. Repeating a ClientToken does not restart the wait."""
+    (EC2Response,) = _import("C2", "moto.ec2.responses", "EC2Response")
+    previous = _need(EC2Response, "copy_image", "C2")
+
+    def copy_image(self: Any) -> Any:
+        source_region = self._get_param("SourceRegion") or self.region
+        source = find_visible_image(self.current_account, source_region, self._get_param("SourceImageId"))
+        seconds = 0.0
+        for t in source.get_tags():
+            if t.get("key") == COPY_SECONDS_TAG:
+                seconds = float(t.get("value") or 0)
+        result = previous(self)
+        ami = self.ec2_backend.amis[result.result["ImageId"]]
+        if seconds > 0 and "amikey_copy_pending" not in ami.__dict__:
+            ami.amikey_copy_pending = True
+            ami.state = "pending"
+
+            def done() -> None:
+                if ami.state == "pending":
+                    ami.state = "available"
+
+            timer = threading.Timer(seconds, done)
+            timer.daemon = True
+            timer.start()
+        return result
+
+    EC2Response.copy_image = copy_image
+
+
 # --------------------------------------------------------------------------------------------------
 
 PATCHES: list[tuple[str, Callable[[], None]]] = [
@@ -1266,6 +1305,7 @@ PATCHES: list[tuple[str, Callable[[], None]]] = [
     ("LC3", patch_LC3),
     ("LC4", patch_LC4),
     ("C1", patch_C1),
+    ("C2", patch_C2),
 ]
 
 
