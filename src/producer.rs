@@ -405,14 +405,8 @@ fn key_policy_check(
                 r.region
             )),
             Err(e) => {
-                return Err(ProducerError::Gather(vec![AwsError {
-                    operation: "GetKeyPolicy",
-                    region: r.region.clone(),
-                    account: None,
-                    code: None,
-                    message: e.clone(),
-                    hint: Some("check_key_policy = \"fail\" needs kms:GetKeyPolicy on the key; or set it to \"warn\"".into()),
-                }]));
+                return Err(ProducerError::Gather(vec![AwsError::local("GetKeyPolicy", &r.region, e.clone())
+                    .with_hint("check_key_policy = \"fail\" needs kms:GetKeyPolicy on the key; or set it to \"warn\"")]));
             }
         }
     }

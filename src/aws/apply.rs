@@ -87,16 +87,13 @@ pub async fn apply(aws: &Aws, region: &str, write: &Write) -> Result<(), AwsErro
             req = if *overwrite {
                 req.overwrite(true)
             } else {
-                req.tags(Tag::builder().key(MANAGED_TAG.0).value(MANAGED_TAG.1).build().map_err(|e| {
-                    AwsError {
-                        operation: "PutParameter",
-                        region: region.to_string(),
-                        account: None,
-                        code: None,
-                        message: e.to_string(),
-                        hint: None,
-                    }
-                })?)
+                req.tags(
+                    Tag::builder()
+                        .key(MANAGED_TAG.0)
+                        .value(MANAGED_TAG.1)
+                        .build()
+                        .map_err(|e| AwsError::local("PutParameter", region, e.to_string()))?,
+                )
             };
             req.send().await.map_err(|e| {
                 let mut err = AwsError::from_sdk("PutParameter", region, e);
@@ -155,14 +152,7 @@ pub async fn retire_grant(aws: &Aws, region: &str, key_arn: &str, grant_id: &str
 /// EnableImageDeprecation at `at` (RFC 3339).
 pub async fn enable_deprecation(aws: &Aws, region: &str, ami: &str, at: &str) -> Result<(), AwsError> {
     let when = aws_smithy_types::DateTime::from_str(at, aws_smithy_types::date_time::Format::DateTime)
-        .map_err(|e| AwsError {
-            operation: "EnableImageDeprecation",
-            region: region.to_string(),
-            account: None,
-            code: None,
-            message: format!("{at:?}: {e}"),
-            hint: None,
-        })?;
+        .map_err(|e| AwsError::local("EnableImageDeprecation", region, format!("{at:?}: {e}")))?;
     aws.ec2(region)
         .enable_image_deprecation()
         .image_id(ami)

@@ -230,13 +230,8 @@ impl Aws {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("GetCallerIdentity", &self.home_region, e))?;
-        out.account().map(str::to_string).ok_or_else(|| AwsError {
-            operation: "GetCallerIdentity",
-            region: self.home_region.clone(),
-            account: None,
-            code: None,
-            message: "STS returned no account id".into(),
-            hint: None,
+        out.account().map(str::to_string).ok_or_else(|| {
+            AwsError::local("GetCallerIdentity", &self.home_region, "STS returned no account id")
         })
     }
 }

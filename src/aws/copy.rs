@@ -187,12 +187,8 @@ pub async fn copy_image(consumer: &Aws, region: &str, req: &CopyRequest) -> Resu
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("CopyImage", region, e))?;
-    out.image_id().map(str::to_string).ok_or_else(|| AwsError {
-        operation: "CopyImage",
-        region: region.to_string(),
-        account: None,
-        code: None,
-        message: "CopyImage returned no image id".into(),
-        hint: Some("re-run: the ClientToken makes the retry return the same copy".into()),
+    out.image_id().map(str::to_string).ok_or_else(|| {
+        AwsError::local("CopyImage", region, "CopyImage returned no image id")
+            .with_hint("re-run: the ClientToken makes the retry return the same copy")
     })
 }

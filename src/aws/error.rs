@@ -92,6 +92,31 @@ impl AwsError {
         AwsError { operation, region: region.to_string(), account: None, code, message, hint }
     }
 
+    /// An error found on our side of a call: an answer without a field it must have, a value the
+    /// SDK would not build, a response we cannot use. No service code, no hint.
+    pub fn local(operation: &'static str, region: &str, message: impl Into<String>) -> AwsError {
+        AwsError {
+            operation,
+            region: region.to_string(),
+            account: None,
+            code: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// The same error with this service code (for an answer that means it).
+    pub fn with_code(mut self, code: &str) -> AwsError {
+        self.code = Some(code.to_string());
+        self
+    }
+
+    /// The same error with what to do about it.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> AwsError {
+        self.hint = Some(hint.into());
+        self
+    }
+
     /// The same error, attributed to an account.
     pub fn in_account(mut self, account: &str) -> AwsError {
         self.account = Some(account.to_string());

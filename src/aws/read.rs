@@ -89,14 +89,8 @@ pub async fn describe_key(aws: &Aws, region: &str, key: &str) -> Result<KeyInfo,
         .await
         .map_err(|e| AwsError::from_sdk("DescribeKey", region, e))?;
     let Some(m) = out.key_metadata() else {
-        return Err(AwsError {
-            operation: "DescribeKey",
-            region: region.to_string(),
-            account: None,
-            code: Some("NotFoundException".into()),
-            message: format!("KMS returned no metadata for {key}"),
-            hint: None,
-        });
+        return Err(AwsError::local("DescribeKey", region, format!("KMS returned no metadata for {key}"))
+            .with_code("NotFoundException"));
     };
     let arn = m.arn().unwrap_or(key).to_string();
     let mut replicas = BTreeMap::new();
@@ -295,14 +289,13 @@ pub async fn launch_template_devices(
         .await
         .map_err(|e| AwsError::from_sdk("DescribeLaunchTemplateVersions", region, e))?;
     let Some(v) = out.launch_template_versions().first() else {
-        return Err(AwsError {
-            operation: "DescribeLaunchTemplateVersions",
-            region: region.to_string(),
-            account: None,
-            code: Some("InvalidLaunchTemplateId.VersionNotFound".into()),
-            message: format!("launch template {template} has no version {}", version.unwrap_or("$Default")),
-            hint: Some("Check --launch-template-version".into()),
-        });
+        return Err(AwsError::local(
+            "DescribeLaunchTemplateVersions",
+            region,
+            format!("launch template {template} has no version {}", version.unwrap_or("$Default")),
+        )
+        .with_code("InvalidLaunchTemplateId.VersionNotFound")
+        .with_hint("Check --launch-template-version"));
     };
     let label = format!(
         "launch template {} version {}",
