@@ -347,26 +347,23 @@ def run(b: CopyBench, args: argparse.Namespace) -> int:
     print(f"   seeded in {time.perf_counter() - t0:.1f} s (straight to moto): a producer key and two shared AMI sets "
           f"per region, alias/mine in every account x region")
 
-    mark = b.log_mark()
-    t_first, code, out, err = b.copy(mine, consumers, "/bench/copy")
-    log = b.log_since(mark)
-    first, m_first = Counter(c["action"] for c in log), moto_ms(log)
-    st_first = statuses(out)
-    if code != 0:
-        sys.exit(f"bench: amikey copy exited {code}:\n{out[-3000:]}\n{err[-3000:]}")
+    def amikey_copy(label: str) -> tuple[float, Counter, float, Counter]:
+        """One `amikey copy` of `mine`: wall, calls by action, moto ms/call, item statuses."""
+        mark = b.log_mark()
+        wall, code, out, err = b.copy(mine, consumers, "/bench/copy")
+        log = b.log_since(mark)
+        if code != 0:
+            sys.exit(f"bench: amikey copy{label} exited {code}:\n{out[-3000:]}\n{err[-3000:]}")
+        return wall, Counter(c["action"] for c in log), moto_ms(log), statuses(out)
+
+    t_first, first, m_first, st_first = amikey_copy("")
 
     mark = b.log_mark()
     t_ideal, ideal_retries = b.ideal(theirs, consumers, "/bench/ideal")
     log = b.log_since(mark)
     ideal, m_ideal = Counter(c["action"] for c in log), moto_ms(log)
 
-    mark = b.log_mark()
-    t_again, code, out, err = b.copy(mine, consumers, "/bench/copy")
-    log = b.log_since(mark)
-    again, m_again = Counter(c["action"] for c in log), moto_ms(log)
-    st_again = statuses(out)
-    if code != 0:
-        sys.exit(f"bench: amikey copy re-run exited {code}:\n{out[-3000:]}\n{err[-3000:]}")
+    t_again, again, m_again, st_again = amikey_copy(" re-run")
 
     delay = args.delay / 1000
     bound = IDEAL_WAVES * delay

@@ -275,8 +275,9 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--delay", type=int, default=100)
     ap.add_argument("--concurrency", type=int, default=200)
-    ap.add_argument("--no-org", action="store_true", help="skip the org rollout (part 2)")
-    ap.add_argument("--only-org", action="store_true", help="only the org rollout (part 2)")
+    parts = ap.add_mutually_exclusive_group()
+    parts.add_argument("--no-org", action="store_true", help="skip the org rollout (part 2)")
+    parts.add_argument("--only-org", action="store_true", help="only the org rollout (part 2)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.only_org:

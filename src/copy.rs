@@ -561,8 +561,5 @@ async fn verify_and_publish(
             _ => {}
         }
     }
-    if report.status == CopyStatus::Failed {
-        return report;
-    }
     report
 }
